@@ -1,0 +1,52 @@
+"""metakit: pluggable meta-learning for PyTorch, with all tasks of a batch mapped through torch.func."""
+
+from metakit.algorithms.algorithm import Algorithm
+from metakit.algorithms.maml import MAML, MAMLHyperparameters
+from metakit.backbones.backbone import Backbone
+from metakit.backbones.conv4 import Conv4
+from metakit.backbones.mlp import MLP
+from metakit.data.sampler import TaskSampler
+from metakit.data.sinusoid import SinusoidSampler
+from metakit.errors import MetakitError
+from metakit.hyperparameters import Hyperparameters
+from metakit.inner_loop import adapt
+from metakit.registry import (
+    create_algorithm,
+    create_backbone,
+    create_sampler,
+    list_algorithms,
+    list_backbones,
+    list_samplers,
+    register_algorithm,
+    register_backbone,
+    register_sampler,
+)
+from metakit.task_batch import TaskBatch
+from metakit.task_mapping import mapped_meta_loss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Algorithm",
+    "Backbone",
+    "Conv4",
+    "Hyperparameters",
+    "MAML",
+    "MAMLHyperparameters",
+    "MLP",
+    "MetakitError",
+    "SinusoidSampler",
+    "TaskBatch",
+    "TaskSampler",
+    "adapt",
+    "create_algorithm",
+    "create_backbone",
+    "create_sampler",
+    "list_algorithms",
+    "list_backbones",
+    "list_samplers",
+    "mapped_meta_loss",
+    "register_algorithm",
+    "register_backbone",
+    "register_sampler",
+]

@@ -1,0 +1,1 @@
+"""Algorithms: the Algorithm interface and the built-in meta-learners."""

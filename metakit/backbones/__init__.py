@@ -1,0 +1,1 @@
+"""Backbones: the Backbone interface and the built-in networks."""

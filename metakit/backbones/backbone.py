@@ -1,0 +1,35 @@
+"""The Backbone interface: a network split into a feature extractor and a head."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+
+class Backbone(ABC, nn.Module):
+    """Maps ``x: [batch, *input_shape]`` to ``[batch, num_outputs]``.
+
+    A backbone is an ordinary ``nn.Module`` whose state lives in its
+    parameters and buffers only, so it can be run functionally with
+    ``torch.func.functional_call(backbone, {**params, **buffers}, x)``, which
+    is how every algorithm runs it with adapted (fast) weights. Its last layer
+    is the linear ``head`` (parameters ``head.*``), so algorithms that adapt
+    only the head (ANIL) or replace it (Prototypical Networks) can find it by
+    name. Normalisation layers must not keep running statistics: meta-learning
+    normalises with the statistics of the batch at hand.
+    """
+
+    head: nn.Linear
+
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.num_outputs = num_outputs
+
+    @abstractmethod
+    def features(self, x: Tensor) -> Tensor:
+        """``x: [batch, *input_shape]`` -> ``[batch, feature_dim]``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,1 @@
+"""Task samplers: the TaskSampler interface and the built-in samplers."""
