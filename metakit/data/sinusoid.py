@@ -48,3 +48,7 @@ class SinusoidSampler(TaskSampler):
         x = uniform(*self.x_range, num_tasks, self.shots + self.queries, 1)
         y = amplitude * torch.sin(x - phase)
         return TaskBatch(x[:, : self.shots], y[:, : self.shots], x[:, self.shots :], y[:, self.shots :])
+
+    def fingerprint(self) -> dict[str, object]:
+        return {"sampler": "sinusoid", "shots": self.shots, "queries": self.queries,
+                "amplitude": self.amplitude, "phase": self.phase, "x_range": self.x_range}
