@@ -11,8 +11,9 @@ taken name is an error, never a silent override.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from metakit.errors import MetakitError
 

@@ -31,12 +31,12 @@ class TaskBatch:
     def num_tasks(self) -> int:
         return self.support_x.shape[0]
 
-    def to(self, device: torch.device | str) -> "TaskBatch":
+    def to(self, device: torch.device | str) -> TaskBatch:
         return TaskBatch(*(t.to(device) for t in self.tensors()))
 
     def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return (self.support_x, self.support_y, self.query_x, self.query_y)
 
-    def task(self, index: int) -> "TaskBatch":
+    def task(self, index: int) -> TaskBatch:
         """Task ``index`` alone, keeping a task dimension of 1."""
         return TaskBatch(*(t[index : index + 1] for t in self.tensors()))

@@ -14,7 +14,8 @@ stays ``loss.backward(); optimizer.step()``.
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Mapping
+from collections.abc import Callable, Mapping
+from typing import Literal
 
 import torch
 from torch import Tensor

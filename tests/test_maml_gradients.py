@@ -27,8 +27,11 @@ def _regression_batch(tasks=4, shots=5):
 def _setups():
     conv = ("conv4", {"input_shape": (1, 28, 28), "num_outputs": 3, "hidden": 8}, "classification")
     mlp = ("mlp", {"hidden": (16, 16)}, "regression")
-    mlp_bn = ("mlp", {"input_shape": (1, 28, 28), "num_outputs": 3, "hidden": (16,), "batch_norm": True},
-              "classification")
+    mlp_bn = (
+        "mlp",
+        {"input_shape": (1, 28, 28), "num_outputs": 3, "hidden": (16,), "batch_norm": True},
+        "classification",
+    )
     return {"conv4": conv, "mlp": mlp, "mlp-bn": mlp_bn}
 
 
@@ -83,8 +86,9 @@ def _assert_close(found, expected, rtol=1e-10):
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("mapping", ["loop", "vmap"])
 def test_meta_gradient_equals_plain_autograd_reference(setup, steps, first_order, mapping):
-    algorithm, batch = _build(setup, inner_lr=0.3, inner_steps=steps, first_order=first_order,
-                              task_mapping=mapping)
+    algorithm, batch = _build(
+        setup, inner_lr=0.3, inner_steps=steps, first_order=first_order, task_mapping=mapping
+    )
     found, found_loss = _metakit_gradient(algorithm, batch)
     expected, expected_loss = _reference_gradient(algorithm, batch, steps, 0.3, first_order)
     assert torch.allclose(found_loss, expected_loss, rtol=1e-12)
@@ -134,8 +138,9 @@ def test_per_parameter_inner_learning_rates_are_differentiable():
     rates = {n: torch.full_like(p, 0.05, requires_grad=True) for n, p in params.items()}
 
     def meta_objective(rates):
-        fast = metakit.adapt(model, params, {}, batch.support_x[0], batch.support_y[0], F.mse_loss, 2,
-                             rates, first_order=False)
+        fast = metakit.adapt(
+            model, params, {}, batch.support_x[0], batch.support_y[0], F.mse_loss, 2, rates, first_order=False
+        )
         out = torch.func.functional_call(model, fast, (batch.query_x[0],))
         return F.mse_loss(out, batch.query_y[0])
 

@@ -49,7 +49,9 @@ class MAML(Algorithm):
 
     def _adapt(self, params: dict[str, Tensor], x: Tensor, y: Tensor, steps: int, first_order: bool):
         buffers = dict(self.backbone.named_buffers())
-        return adapt(self.backbone, params, buffers, x, y, self.loss, steps, self.hparams.inner_lr, first_order)
+        return adapt(
+            self.backbone, params, buffers, x, y, self.loss, steps, self.hparams.inner_lr, first_order
+        )
 
     def _task_objective(self, params, support_x, support_y, query_x, query_y):
         fast = self._adapt(params, support_x, support_y, self.hparams.inner_steps, self.hparams.first_order)

@@ -50,5 +50,11 @@ class SinusoidSampler(TaskSampler):
         return TaskBatch(x[:, : self.shots], y[:, : self.shots], x[:, self.shots :], y[:, self.shots :])
 
     def fingerprint(self) -> dict[str, object]:
-        return {"sampler": "sinusoid", "shots": self.shots, "queries": self.queries,
-                "amplitude": self.amplitude, "phase": self.phase, "x_range": self.x_range}
+        return {
+            "sampler": "sinusoid",
+            "shots": self.shots,
+            "queries": self.queries,
+            "amplitude": self.amplitude,
+            "phase": self.phase,
+            "x_range": self.x_range,
+        }
