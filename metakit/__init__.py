@@ -7,6 +7,7 @@ from metakit.backbones.conv4 import Conv4
 from metakit.backbones.mlp import MLP
 from metakit.data.sampler import TaskSampler
 from metakit.data.sinusoid import SinusoidSampler
+from metakit.engine import EvalResult, Run, TrainConfig, evaluate, load_config, train
 from metakit.errors import MetakitError
 from metakit.hyperparameters import Hyperparameters
 from metakit.inner_loop import adapt
@@ -35,18 +36,24 @@ __all__ = [
     "MAMLHyperparameters",
     "MLP",
     "MetakitError",
+    "EvalResult",
     "SinusoidSampler",
+    "Run",
     "TaskBatch",
     "TaskSampler",
+    "TrainConfig",
     "adapt",
     "create_algorithm",
     "create_backbone",
     "create_sampler",
+    "evaluate",
     "list_algorithms",
     "list_backbones",
     "list_samplers",
+    "load_config",
     "mapped_meta_loss",
     "register_algorithm",
     "register_backbone",
     "register_sampler",
+    "train",
 ]

@@ -1,0 +1,94 @@
+"""Checkpoints: everything needed to continue a run exactly, written atomically, loaded safely.
+
+A checkpoint is a plain dict of tensors and JSON values::
+
+    {"format": 1, "iteration": int, "wall_time": float, "best_score": float | None,
+     "algorithm": state_dict, "optimizer": state_dict, "config": TrainConfig dict,
+     "rng": {"torch": ByteTensor, "tasks": ByteTensor, "cuda": [ByteTensor, ...]}}
+
+It is read with ``torch.load(weights_only=True)``, which refuses anything but
+tensors and primitive containers, so opening a checkpoint can never run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metakit.errors import MetakitError
+
+FORMAT = 1
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it
+    over ``path``: a crash at any moment leaves either the old file or the new one, never half."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); Windows cannot open directories."""
+    if os.name == "posix":
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def capture_rng(tasks: torch.Generator) -> dict[str, Any]:
+    """The state of every generator a run draws from: the global torch RNG (initialisation,
+    and any randomness inside algorithms), CUDA's, and the task generator."""
+    state = {"torch": torch.get_rng_state(), "tasks": tasks.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], tasks: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    tasks.set_state(state["tasks"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    atomic_write(path, lambda file: torch.save({"format": FORMAT, **checkpoint}, file))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path`` on the CPU; a missing, corrupt or foreign file is a MetakitError."""
+    if not path.is_file():
+        raise MetakitError(f"no checkpoint {path}; train the run first (or pick --checkpoint last)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise MetakitError(
+            f"checkpoint {path} is corrupt or not a metakit checkpoint ({first_line})"
+        ) from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise MetakitError(f"checkpoint {path} is not a metakit checkpoint of format {FORMAT}")
+    return checkpoint

@@ -1,0 +1,71 @@
+"""Training progress on a terminal (a rich progress bar) or in a log (periodic plain lines).
+
+Output that is not a terminal (CI, nohup, a pipe) gets one line per
+``interval`` seconds instead of a bar, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
+
+class Progress:
+    """``with Progress(total, start) as bar: bar.update(iteration, {"loss": 0.3}); bar.log("...")``."""
+
+    def __init__(self, total: int, start: int = 0, stream: TextIO | None = None, interval: float = 10.0):
+        self.total, self.start = total, start
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self._bar: RichProgress | None = None
+        self._began = self._last_line = time.monotonic()
+
+    def __enter__(self) -> Progress:
+        if self.stream.isatty():
+            self._bar = RichProgress(
+                TextColumn("[bold]meta-train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("train", total=self.total, completed=self.start, status="")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, iteration: int, figures: dict[str, float]) -> None:
+        status = "  ".join(f"{name} {_format(value)}" for name, value in figures.items())
+        if self._bar is not None:
+            self._bar.update(self._task, completed=iteration, status=status)
+            return
+        now = time.monotonic()
+        if now - self._last_line >= self.interval or iteration == self.total:
+            self._last_line = now
+            self.log(f"iteration {iteration}/{self.total}  {status}  ETA {self._eta(iteration, now)}")
+
+    def log(self, line: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(line, highlight=False, markup=False)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def _eta(self, iteration: int, now: float) -> str:
+        done = iteration - self.start
+        if done <= 0:
+            return "?"
+        seconds = int((now - self._began) / done * (self.total - iteration))
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _format(value: float) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,124 @@
+"""A run directory: the files of one training run, and the rules that keep them safe.
+
+``config.json`` (the resolved config, versions, device, data fingerprints),
+``metrics.jsonl`` (one JSON object per logging step), ``last.pt`` and
+``best.pt`` (checkpoints), ``results.json`` (evaluations) and ``curves.png``.
+A new run only starts in a missing or empty directory, and a run is only
+continued with a config that describes the same run, so one run's files are
+never overwritten by another's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from metakit.engine.checkpoint import atomic_write
+from metakit.engine.config import TrainConfig
+from metakit.errors import MetakitError
+
+RESUMABLE_CHANGES = (
+    # What may differ when a run is continued: none of these changes what is learnt.
+    "iterations",
+    "device",
+    "eval_every",
+    "eval_tasks",
+    "test_tasks",
+    "log_every",
+    "checkpoint_every",
+    "run_dir",
+)
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.algorithm}-{config.sampler}-{config.ways}w{config.shots}s-{stamp}"
+
+
+class RunDirectory:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_file = self.path / "config.json"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.results_file = self.path / "results.json"
+        self.plot_file = self.path / "curves.png"
+
+    def checkpoint(self, which: str) -> Path:
+        if which not in ("last", "best"):
+            raise MetakitError(f"checkpoint must be 'last' or 'best', got '{which}'")
+        return self.path / f"{which}.pt"
+
+    def create(self, record: dict[str, Any]) -> None:
+        """Start a new run here with ``config.json`` = ``record``; refuses a non-empty directory."""
+        if self.path.exists() and not self.path.is_dir():
+            raise MetakitError(f"run dir {self.path} is a file; choose another --run-dir")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            if self.config_file.exists():
+                raise MetakitError(
+                    f"run dir {self.path} already holds a run; pass --resume to continue it "
+                    "or choose another --run-dir"
+                )
+            raise MetakitError(f"run dir {self.path} is not empty; choose another --run-dir")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._write_json(self.config_file, record)
+
+    def record(self) -> dict[str, Any]:
+        """The ``config.json`` of an existing run."""
+        if not self.config_file.is_file():
+            raise MetakitError(f"{self.path} holds no metakit run (no config.json); check the path")
+        try:
+            record = json.loads(self.config_file.read_text())
+            TrainConfig.from_dict(record["config"])
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise MetakitError(f"{self.config_file} is corrupt ({error}); the run cannot be used") from error
+        return record
+
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.record()["config"], source=str(self.config_file))
+
+    def check_same_run(self, config: TrainConfig, data: dict[str, Any]) -> None:
+        """Refuse to continue this run with a config or data that describe another run."""
+        record = self.record()
+        saved = record["config"]
+        given = config.to_dict()
+        for name in sorted(set(saved) | set(given)):
+            if name not in RESUMABLE_CHANGES and saved.get(name) != given.get(name):
+                raise MetakitError(
+                    f"run dir {self.path} holds a different run ({name} is {json.dumps(saved.get(name))} "
+                    f"there, {json.dumps(given.get(name))} here); choose another --run-dir"
+                )
+        saved_data = record.get("data", {})
+        if any(saved_data.get(split, fingerprint) != fingerprint for split, fingerprint in data.items()):
+            raise MetakitError(
+                f"run dir {self.path} was trained on other data than this sampler now reads "
+                "(see its config.json 'data'); point the sampler at the same data or start a new run"
+            )
+
+    def append_metrics(self, line: dict[str, Any]) -> None:
+        with self.metrics_file.open("a") as file:
+            file.write(json.dumps(line) + "\n")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_file.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, iteration: int) -> None:
+        """Drop the lines logged after ``iteration`` (by a run killed after its last
+        checkpoint), which the resumed run is about to log again."""
+        kept = [line for line in self.metrics() if line["iteration"] <= iteration]
+        text = "".join(json.dumps(line) + "\n" for line in kept)
+        atomic_write(self.metrics_file, lambda file: file.write(text.encode()))
+
+    def add_result(self, result: dict[str, Any], key: tuple) -> None:
+        """Add an evaluation to ``results.json``, replacing one with the same ``key`` fields."""
+        results = json.loads(self.results_file.read_text()) if self.results_file.is_file() else []
+        results = [old for old in results if tuple(old.get(k) for k in key) != tuple(result[k] for k in key)]
+        self._write_json(self.results_file, results + [result])
+
+    @staticmethod
+    def _write_json(path: Path, value: Any) -> None:
+        text = json.dumps(value, indent=2) + "\n"
+        atomic_write(path, lambda file: file.write(text.encode()))
