@@ -1,0 +1,1 @@
+"""Benchmark suites: metakit's speed and memory against peer MAML implementations."""

@@ -1,0 +1,70 @@
+"""The rows of the speed table: metakit's mappings and orders, and the peers."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from metakit.backbones.backbone import Backbone
+from metakit.bench import peers
+from metakit.bench.configs import SpeedConfig
+from metakit.bench.peers import MetaStep
+from metakit.registry import create_algorithm
+from metakit.task_batch import TaskBatch
+
+
+@dataclass(frozen=True)
+class Row:
+    """One implementation: ``build(backbone, config) -> step``; ``step(batch)`` adds the
+    meta-gradient of ``batch`` to the backbone's ``.grad``. ``requires`` names a package
+    that must be importable (peers from optional extras)."""
+
+    name: str
+    second_order: bool
+    build: Callable[[Backbone, SpeedConfig], MetaStep]
+    requires: str | None = None
+
+    def installed(self) -> bool:
+        return self.requires is None or importlib.util.find_spec(self.requires) is not None
+
+
+def metakit_maml(mapping: str, first_order: bool) -> Callable[[Backbone, SpeedConfig], MetaStep]:
+    """metakit's MAML with ``task_mapping=mapping``: ``loss, _ = meta_loss(batch); loss.backward()``."""
+
+    def build(backbone: Backbone, config: SpeedConfig) -> MetaStep:
+        algorithm = create_algorithm(
+            "maml",
+            backbone=backbone,
+            problem="classification",
+            inner_lr=config.inner_lr,
+            inner_steps=config.inner_steps,
+            first_order=first_order,
+            task_mapping=mapping,
+        )
+
+        def step(batch: TaskBatch) -> None:
+            loss, _ = algorithm.meta_loss(batch)
+            loss.backward()
+
+        return step
+
+    return build
+
+
+ROWS = {
+    row.name: row
+    for row in (
+        Row("metakit-loop", True, metakit_maml("loop", first_order=False)),
+        Row("metakit-vmap", True, metakit_maml("vmap", first_order=False)),
+        Row("metakit-loop-1st", False, metakit_maml("loop", first_order=True)),
+        Row("metakit-vmap-1st", False, metakit_maml("vmap", first_order=True)),
+        Row("plain-loop", True, peers.plain_loop),
+        Row("higher", True, peers.higher_loop, requires="higher"),
+        Row("learn2learn", True, peers.learn2learn_maml, requires="learn2learn"),
+    )
+}
+
+
+def is_metakit(name: str) -> bool:
+    return name.startswith("metakit-")
