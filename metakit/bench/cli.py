@@ -1,0 +1,68 @@
+"""``metakit bench``: the benchmark suites as a Typer sub-app."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from metakit.bench.configs import CONFIGS, configs_named
+from metakit.bench.report import append_report, format_report
+from metakit.bench.rows import ROWS
+from metakit.bench.speed import SpeedSettings, run_speed_suite
+from metakit.errors import MetakitError
+
+bench_app = typer.Typer(help="Benchmark suites.", no_args_is_help=True)
+DEFAULT_CONFIGS = list(CONFIGS)
+DEFAULT_ROWS = list(ROWS)
+CONFIG_HELP = f"Configuration, repeatable: {', '.join(CONFIGS)}."
+ROW_HELP = f"Row, repeatable: {', '.join(ROWS)}."
+
+
+@bench_app.command("speed")
+def speed(
+    config: Annotated[list[str], typer.Option("--config", "-c", help=CONFIG_HELP)] = DEFAULT_CONFIGS,
+    row: Annotated[list[str], typer.Option("--row", "-r", help=ROW_HELP)] = DEFAULT_ROWS,
+    iterations: Annotated[int, typer.Option(help="Timed meta-iterations per row.")] = 10,
+    warmup: Annotated[int, typer.Option(help="Untimed meta-iterations before timing.")] = 2,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:index].")] = "cpu",
+    threads: Annotated[int, typer.Option(help="torch threads per process (0: torch's default).")] = 0,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per process before 'timeout'.")] = None,
+    memory_limit: Annotated[float | None, typer.Option(help="GiB of address space per process.")] = None,
+    gate_tasks: Annotated[int, typer.Option(help="Tasks the gradient gate uses (0: all).")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the initial weights and the tasks.")] = 0,
+    output: Annotated[
+        str, typer.Option(help="Markdown file to append to; '-': stdout only.")
+    ] = "docs/benchmarks.md",
+    note: Annotated[str, typer.Option(help="Added to the section title, e.g. 'measured under load'.")] = "",
+) -> None:
+    """Time one MAML meta-iteration of metakit and its peers; print the table and append it to OUTPUT."""
+    try:
+        settings = SpeedSettings(
+            configs=configs_named(config),
+            rows=tuple(row),
+            iterations=iterations,
+            warmup=warmup,
+            device=device,
+            threads=threads,
+            timeout_s=timeout,
+            memory_limit_gb=memory_limit,
+            gate_tasks=gate_tasks,
+            seed=seed,
+            output=None if output == "-" else Path(output),
+            note=note,
+            command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        )
+        report = format_report(
+            run_speed_suite(settings, progress=lambda line: typer.echo(line, err=True)), settings
+        )
+    except MetakitError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(report)
+    if settings.output is not None:
+        append_report(settings.output, report)
+        typer.echo(f"appended to {settings.output}", err=True)

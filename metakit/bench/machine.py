@@ -1,0 +1,54 @@
+"""The machine a benchmark ran on, and the fp32 matrix-multiply rate it reaches."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def cpu_model() -> str:
+    """The ``model name`` of ``/proc/cpuinfo``, or what ``platform`` knows elsewhere."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def describe(device: str) -> dict[str, str | int]:
+    """Torch version, CPU model, logical CPU count, torch's thread count, and the GPU if used."""
+    found: dict[str, str | int] = {
+        "torch": torch.__version__,
+        "cpu": cpu_model(),
+        "cpus": torch.multiprocessing.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": device,
+    }
+    if device.startswith("cuda"):
+        found["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return found
+
+
+def matmul_gflops(device: str, size: int = 2048, repeats: int = 5) -> float:
+    """Median GFLOP/s of an fp32 ``[size, size] @ [size, size]`` product (``2 size^3`` FLOPs)
+    after one warm-up product."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    seconds = []
+    for _ in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(seconds[1:]) / 1e9
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))

@@ -1,0 +1,116 @@
+"""The speed table: markdown to stdout, appended to ``docs/benchmarks.md``."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from metakit.bench.configs import SpeedConfig
+from metakit.bench.flops import meta_iteration_flops
+from metakit.bench.gate import GATE_TOLERANCE
+from metakit.bench.rows import is_metakit
+from metakit.bench.speed import RowResult, SpeedSettings, SuiteResult
+
+MB = 2**20
+
+
+def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.date | None = None) -> str:
+    """A markdown section: machine, settings, then one table per configuration."""
+    date = date or datetime.date.today()
+    machine = suite.machine
+    gpu = f", GPU {machine['gpu']}" if "gpu" in machine else ""
+    gate_tasks = f"the first {settings.gate_tasks} tasks" if settings.gate_tasks else "all tasks"
+    lines = [
+        f"## Speed and memory, {date.isoformat()}" + (f" ({settings.note})" if settings.note else ""),
+        "",
+        f"Command: `{settings.command}`" if settings.command else "",
+        "",
+        f"Machine: {machine['cpu']} ({machine['cpus']} logical CPUs){gpu}; torch {machine['torch']}; "
+        f"{machine['threads']} threads; device {machine['device']}. "
+        f"fp32 matmul (2048 x 2048): {suite.matmul_gflops:.1f} GFLOP/s.",
+        "",
+        f"Median of {settings.iterations} meta-iterations after {settings.warmup} warm-up, one process per "
+        "row (peak RSS is the process's). A meta-iteration is the meta-gradient of one batch into `.grad` "
+        "(no optimizer step). Gate: float64 meta-gradient against metakit's loop mapping of the same order "
+        f"on {gate_tasks} of the batch, tolerance {GATE_TOLERANCE:g} of the largest entry. "
+        "GFLOP/s counts convolutions and the head (forward, backward, second-order terms; "
+        "`metakit/bench/flops.py`). Ratios are this row over the fastest second-order metakit row.",
+        "",
+    ]
+    for config in settings.configs:
+        rows = [r for r in suite.rows if r.config == config.name]
+        lines += _config_table(config, rows, suite.matmul_gflops, machine["device"] != "cpu")
+    return "\n".join(lines) + "\n"
+
+
+def _config_table(config: SpeedConfig, rows: list[RowResult], matmul: float, cuda: bool) -> list[str]:
+    second, first = (meta_iteration_flops(config, order) / 1e9 for order in (True, False))
+    header = ["row", "order", "gate", "median ms", "min-max ms", "peak RSS MB"]
+    header += ["peak CUDA MB"] if cuda else []
+    header += ["GFLOP/s (of matmul)", "time / metakit", "RSS / metakit"]
+    baseline = _baseline(rows)
+    table = [
+        f"### {config.name}: {config.describe()}",
+        "",
+        f"{second:.2f} GFLOP per second-order meta-iteration, {first:.2f} first order.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    table += ["| " + " | ".join(_cells(row, baseline, matmul, cuda)) + " |" for row in rows]
+    return table + ["", *_summary(rows, baseline), ""]
+
+
+def _baseline(rows: list[RowResult]) -> RowResult | None:
+    candidates = [r for r in rows if is_metakit(r.row) and r.second_order and r.status == "ok"]
+    return min(candidates, key=lambda r: r.median_ms, default=None)
+
+
+def _cells(row: RowResult, baseline: RowResult | None, matmul: float, cuda: bool) -> list[str]:
+    gate = "reference" if row.gate_error is None and row.status == "ok" else _gate(row)
+    cells = [row.row, "2nd" if row.second_order else "1st", gate]
+    if row.status != "ok":
+        return cells + [row.status] + ["-"] * (6 if cuda else 5)
+    cells += [
+        f"{row.median_ms:.1f}",
+        f"{min(row.times_ms):.1f}-{max(row.times_ms):.1f}",
+        f"{row.peak_rss_bytes / MB:.0f}",
+    ]
+    cells += [f"{row.peak_cuda_bytes / MB:.0f}"] if cuda else []
+    cells.append(f"{row.gflops:.1f} ({100 * row.gflops / matmul:.0f}%)")
+    if baseline is None or not row.second_order:
+        return cells + ["-", "-"]
+    return cells + [
+        f"{row.median_ms / baseline.median_ms:.2f}",
+        f"{row.peak_rss_bytes / baseline.peak_rss_bytes:.2f}",
+    ]
+
+
+def _gate(row: RowResult) -> str:
+    if row.gate_error is None:
+        return "-"
+    return f"{row.gate_error:.1e}" + (" WRONG" if row.status == "WRONG" else "")
+
+
+def _summary(rows: list[RowResult], baseline: RowResult | None) -> list[str]:
+    peers = [r for r in rows if not is_metakit(r.row) and r.status == "ok"]
+    if baseline is None or not peers:
+        return []
+    fastest = min(peers, key=lambda r: r.median_ms)
+    leanest = min(peers, key=lambda r: r.peak_rss_bytes)
+    mb = baseline.peak_rss_bytes / MB, leanest.peak_rss_bytes / MB
+    return [
+        f"metakit ({baseline.row}) {baseline.median_ms:.1f} ms vs fastest peer ({fastest.row}) "
+        f"{fastest.median_ms:.1f} ms: {fastest.median_ms / baseline.median_ms:.2f}x; peak RSS "
+        f"{mb[0]:.0f} MB vs lowest peer ({leanest.row}) {mb[1]:.0f} MB."
+    ]
+
+
+def append_report(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` (created with a title if missing); earlier content is kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not path.exists()
+    with path.open("a") as file:
+        if fresh:
+            file.write("# Benchmarks\n\n")
+        file.write(text if fresh else "\n" + text)

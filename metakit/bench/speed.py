@@ -1,0 +1,179 @@
+"""The speed and memory suite: every row of every configuration in its own process.
+
+For each configuration and row: a ``gate`` process compares the row's float64
+meta-gradient with metakit's (loop mapping, same order; the metakit loop rows
+are that reference); a row that differs is reported ``WRONG`` and not timed.
+Then a ``time`` process measures it. A process that runs past the timeout or
+the memory limit is reported as ``timeout`` or ``out of memory``, never waited for.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metakit.bench.configs import CONFIGS, SpeedConfig
+from metakit.bench.flops import meta_iteration_flops
+from metakit.bench.gate import GATE_TOLERANCE
+from metakit.bench.rows import ROWS
+from metakit.errors import MetakitError
+
+REFERENCE_ROWS = ("metakit-loop", "metakit-loop-1st")
+
+
+@dataclass
+class SpeedSettings:
+    """What to run. ``threads=0`` keeps torch's default; ``timeout_s`` bounds each process;
+    ``memory_limit_gb`` caps each process's address space (CPU only); ``gate_tasks`` is how
+    many of the batch's tasks the gate uses (0 = all); ``output=None`` writes nothing."""
+
+    configs: tuple[SpeedConfig, ...] = tuple(CONFIGS.values())
+    rows: tuple[str, ...] = tuple(ROWS)
+    iterations: int = 10
+    warmup: int = 2
+    device: str = "cpu"
+    threads: int = 0
+    timeout_s: float | None = None
+    memory_limit_gb: float | None = None
+    gate_tasks: int = 4
+    seed: int = 0
+    output: Path | None = Path("docs/benchmarks.md")
+    note: str = ""
+    command: str = ""
+
+    def validate(self) -> None:
+        for name in self.rows:
+            if name not in ROWS:
+                raise MetakitError(f"unknown row '{name}'; use one of {', '.join(ROWS)}")
+        if self.iterations < 1 or self.warmup < 0:
+            raise MetakitError("use --iterations >= 1 (10 or more for reported numbers) and --warmup >= 0")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise MetakitError(f"device '{self.device}' is not available here; use --device cpu")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise MetakitError(f"unknown device '{self.device}'; use cpu or cuda[:index]")
+
+
+@dataclass
+class RowResult:
+    """One row of one configuration. ``status``: ``ok``, ``WRONG``, ``not installed``,
+    ``timeout``, ``out of memory`` or ``failed: ...``; ``gate_error`` is ``None`` for
+    the reference rows and rows that never reached the gate."""
+
+    config: str
+    row: str
+    second_order: bool
+    status: str
+    flops: int
+    gate_error: float | None = None
+    times_ms: list[float] = field(default_factory=list)
+    peak_rss_bytes: int | None = None
+    peak_cuda_bytes: int | None = None
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms)
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.median_ms / 1e6
+
+
+@dataclass
+class SuiteResult:
+    machine: dict[str, Any]
+    matmul_gflops: float
+    rows: list[RowResult]
+
+
+Launcher = Callable[[dict[str, Any], SpeedSettings], dict[str, Any]]
+
+
+def launch(job: dict[str, Any], settings: SpeedSettings) -> dict[str, Any]:
+    """Run ``job`` in a fresh ``python -m metakit.bench.worker`` and return its result."""
+    limit = settings.memory_limit_gb
+
+    def cap_memory() -> None:
+        size = int(limit * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "metakit.bench.worker"],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            timeout=settings.timeout_s,
+            preexec_fn=cap_memory if limit else None,
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        killed = done.returncode == -9
+        reason = "killed (out of memory?)" if killed else f"failed: exit {done.returncode}"
+        return {"status": "out of memory" if limit and killed else reason, "stderr": done.stderr[-2000:]}
+    return json.loads(lines[-1])
+
+
+def run_row(
+    config: SpeedConfig, row_name: str, settings: SpeedSettings, launcher: Launcher = launch
+) -> RowResult:
+    """Gate, then time, one row of one configuration."""
+    row = ROWS[row_name]
+    flops = meta_iteration_flops(config, row.second_order)
+    result = RowResult(config.name, row_name, row.second_order, "ok", flops)
+    if not row.installed():
+        result.status = "not installed"
+        return result
+    job = {
+        "config": asdict(config),
+        "row": row_name,
+        "device": settings.device,
+        "threads": settings.threads,
+        "seed": settings.seed,
+    }
+    if row_name not in REFERENCE_ROWS:
+        gate = launcher({**job, "job": "gate", "gate_tasks": settings.gate_tasks}, settings)
+        if gate["status"] != "ok":
+            result.status = gate["status"]
+            return result
+        result.gate_error = gate["error"]
+        if not result.gate_error <= GATE_TOLERANCE:
+            result.status = "WRONG"
+            return result
+    timing = {"job": "time", "warmup": settings.warmup, "iterations": settings.iterations}
+    timed = launcher({**job, **timing}, settings)
+    result.status = timed["status"]
+    result.times_ms = timed.get("times_ms", [])
+    result.peak_rss_bytes = timed.get("peak_rss_bytes")
+    result.peak_cuda_bytes = timed.get("peak_cuda_bytes")
+    return result
+
+
+def run_speed_suite(
+    settings: SpeedSettings, progress: Callable[[str], None] = print, launcher: Launcher = launch
+) -> SuiteResult:
+    """Measure the machine, then every row of every configuration, one process each."""
+    settings.validate()
+    measured = launcher({"job": "machine", "device": settings.device, "threads": settings.threads}, settings)
+    if measured["status"] != "ok":
+        raise MetakitError(
+            f"measuring the machine failed ({measured['status']}); rerun without --memory-limit"
+        )
+    rows = []
+    for config in settings.configs:
+        for row_name in settings.rows:
+            rows.append(run_row(config, row_name, settings, launcher))
+            found = rows[-1]
+            timing = f"{found.median_ms:.1f} ms" if found.status == "ok" else found.status
+            progress(f"{config.name:>10} {row_name:<17} {timing}")
+    return SuiteResult(measured["machine"], measured["matmul_gflops"], rows)
