@@ -15,11 +15,16 @@ from metakit.bench.rows import ROWS
 from metakit.bench.speed import SpeedSettings, run_speed_suite
 from metakit.errors import MetakitError
 
-bench_app = typer.Typer(help="Benchmark suites.", no_args_is_help=True)
+bench_app = typer.Typer(no_args_is_help=True)
 DEFAULT_CONFIGS = list(CONFIGS)
 DEFAULT_ROWS = list(ROWS)
 CONFIG_HELP = f"Configuration, repeatable: {', '.join(CONFIGS)}."
 ROW_HELP = f"Row, repeatable: {', '.join(ROWS)}."
+
+
+@bench_app.callback()
+def bench() -> None:
+    """Benchmark suites: speed and memory against peer implementations."""
 
 
 @bench_app.command("speed")

@@ -1,0 +1,175 @@
+"""The speed suite: its gradient gate, its FLOP count, its runner's verdicts and its table writer."""
+
+import datetime
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from torch.utils.flop_counter import FlopCounterMode
+from typer.testing import CliRunner
+
+from metakit.bench import peers, rows
+from metakit.bench.cli import bench_app
+from metakit.bench.configs import SpeedConfig
+from metakit.bench.flops import layer_flops, meta_iteration_flops
+from metakit.bench.gate import GATE_TOLERANCE, gate_error
+from metakit.bench.report import append_report, format_report
+from metakit.bench.speed import RowResult, SpeedSettings, SuiteResult, launch, run_row, run_speed_suite
+from metakit.bench.worker import run_job
+
+TINY = SpeedConfig("tiny", ways=3, shots=1, queries=2, tasks=3, inner_steps=2, inner_lr=0.3, hidden=8)
+
+
+def _silently_first_order(backbone, config):
+    """A loop that forgets ``create_graph``: it trains, but its meta-gradient is FOMAML's."""
+    names = [name for name, _ in backbone.named_parameters()]
+    theta = list(backbone.parameters())
+
+    def step(batch):
+        for i in range(batch.num_tasks):
+            fast = theta
+            for _ in range(config.inner_steps):
+                loss = F.cross_entropy(
+                    functional_call(backbone, dict(zip(names, fast)), (batch.support_x[i],)),
+                    batch.support_y[i],
+                )
+                fast = [w - config.inner_lr * g for w, g in zip(fast, torch.autograd.grad(loss, fast))]
+            logits = functional_call(backbone, dict(zip(names, fast)), (batch.query_x[i],))
+            (F.cross_entropy(logits, batch.query_y[i]) / batch.num_tasks).backward()
+
+    return step
+
+
+def _summed_over_tasks(backbone, config):
+    """The plain loop with the task mean forgotten: gradients ``tasks`` times too large."""
+    mean_step = peers.plain_loop(backbone, config)
+
+    def step(batch):
+        for i in range(batch.num_tasks):
+            mean_step(batch.task(i))
+
+    return step
+
+
+REFERENCE = rows.metakit_maml("loop", first_order=False)
+
+
+@pytest.mark.parametrize("wrong", [_silently_first_order, _summed_over_tasks])
+def test_gate_flags_a_wrong_implementation(wrong):
+    assert gate_error(wrong, REFERENCE, TINY, seed=0, device="cpu", tasks=0) > 1e-3
+
+
+@pytest.mark.parametrize("peer", [peers.plain_loop, peers.higher_loop, rows.metakit_maml("vmap", False)])
+def test_gate_passes_correct_implementations(peer):
+    assert gate_error(peer, REFERENCE, TINY, seed=0, device="cpu", tasks=2) < GATE_TOLERANCE
+
+
+@pytest.mark.parametrize("second_order", [False, True])
+def test_flop_count_matches_torch_flop_counter(second_order):
+    """First order: exactly what torch counts. Second order: torch's convolution double-backward
+    also computes one first-layer product that is not needed, ``F_1(n_support)`` per task and step."""
+    backbone = TINY.backbone(0, torch.float32, "cpu")
+    step = rows.metakit_maml("loop", first_order=not second_order)(backbone, TINY)
+    with FlopCounterMode(display=False) as counter:
+        step(TINY.batch(0, torch.float32, "cpu"))
+    expected = meta_iteration_flops(TINY, second_order)
+    unneeded = TINY.tasks * TINY.inner_steps * layer_flops(TINY, TINY.ways * TINY.shots)[0]
+    assert counter.get_total_flops() == expected + (unneeded if second_order else 0)
+
+
+def _in_process(job, settings):
+    return {"status": "ok", **run_job(job)}
+
+
+def test_a_row_whose_gradient_differs_is_reported_wrong_and_not_timed():
+    launched = []
+
+    def launcher(job, settings):
+        launched.append(job["job"])
+        return {"status": "ok", "error": 2e-3}
+
+    result = run_row(TINY, "plain-loop", SpeedSettings(), launcher)
+    assert (result.status, result.gate_error, result.times_ms, launched) == ("WRONG", 2e-3, [], ["gate"])
+
+
+def test_suite_gates_and_times_every_row(monkeypatch):
+    missing = rows.Row("learn2learn", True, peers.learn2learn_maml, requires="metakit_no_such_package")
+    monkeypatch.setitem(rows.ROWS, "learn2learn", missing)
+    names = ("metakit-loop", "metakit-vmap-1st", "plain-loop", "learn2learn")
+    settings = SpeedSettings(configs=(TINY,), rows=names, iterations=2, warmup=1, output=None)
+    suite = run_speed_suite(settings, progress=lambda line: None, launcher=_in_process)
+    found = {r.row: r for r in suite.rows}
+    assert [r.status for r in suite.rows] == ["ok", "ok", "ok", "not installed"]
+    assert found["metakit-loop"].gate_error is None
+    assert found["metakit-vmap-1st"].gate_error < GATE_TOLERANCE
+    assert found["plain-loop"].gate_error < GATE_TOLERANCE
+    assert all(len(found[name].times_ms) == 2 for name in names[:3])
+    assert suite.matmul_gflops > 0
+
+
+def test_a_process_past_its_timeout_is_reported_not_waited_for():
+    settings = SpeedSettings(timeout_s=0.05)
+    assert run_row(TINY, "metakit-loop", settings, launch).status == "timeout"
+
+
+def _result(row, times, rss, gate=None, status="ok", second_order=True):
+    flops = meta_iteration_flops(TINY, second_order)
+    return RowResult("tiny", row, second_order, status, flops, gate, times, rss)
+
+
+def test_table_writer_writes_what_it_is_given(tmp_path):
+    mb = 2**20
+    suite = SuiteResult(
+        {"torch": "9.9", "cpu": "Test CPU", "cpus": 2, "threads": 2, "device": "cpu"},
+        100.0,
+        [
+            _result("metakit-loop", [10.0, 12.0, 11.0], 100 * mb),
+            _result("metakit-vmap", [30.0, 30.0, 30.0], 400 * mb, gate=3e-15),
+            _result("plain-loop", [20.0, 25.0, 22.0], 50 * mb, gate=1e-14),
+            _result("higher", [], None, gate=4e-3, status="WRONG"),
+            _result("learn2learn", [], None, status="not installed"),
+        ],
+    )
+    settings = SpeedSettings(configs=(TINY,), iterations=3, warmup=1, note="under load", command="metakit x")
+    text = format_report(suite, settings, date=datetime.date(2026, 1, 2))
+    gflops = meta_iteration_flops(TINY, True) / 22.0 / 1e6
+    assert "## Speed and memory, 2026-01-02 (under load)" in text
+    assert "Command: `metakit x`" in text
+    assert (
+        "Test CPU (2 logical CPUs); torch 9.9; 2 threads; device cpu. fp32 matmul (2048 x 2048): 100.0"
+        in text
+    )
+    assert "| metakit-loop | 2nd | reference | 11.0 | 10.0-12.0 | 100 |" in text
+    assert (
+        f"| plain-loop | 2nd | 1.0e-14 | 22.0 | 20.0-25.0 | 50 | {gflops:.1f} ({gflops:.0f}%) | 2.00 | 0.50 |"
+        in text
+    )
+    assert "| higher | 2nd | 4.0e-03 WRONG | WRONG | - |" in text
+    assert "| learn2learn | 2nd | - | not installed | - |" in text
+    assert "fastest peer (plain-loop) 22.0 ms: peer / metakit time 2.00;" in text
+
+    path = tmp_path / "docs" / "benchmarks.md"
+    append_report(path, text)
+    path.write_text(path.read_text() + "notes a user wrote\n")
+    append_report(path, text)
+    written = path.read_text()
+    assert written.startswith("# Benchmarks\n\n" + text)
+    assert written.endswith("notes a user wrote\n\n" + text)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--config", "D"], "error: unknown config 'D'; use one of A, B, C, paper-5w, paper-20w"),
+        (["--row", "jax"], "error: unknown row 'jax'; use one of " + ", ".join(rows.ROWS)),
+        (
+            ["--iterations", "0"],
+            "error: use --iterations >= 1 (10 or more for reported numbers) and --warmup >= 0",
+        ),
+    ],
+)
+def test_bad_options_are_one_line_errors(option, message):
+    result = CliRunner().invoke(bench_app, ["speed", *option, "--output", "-"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == message
