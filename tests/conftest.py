@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -8,3 +11,23 @@ def _float32_default():
     dtype = torch.get_default_dtype()
     yield
     torch.set_default_dtype(dtype)
+
+
+@pytest.fixture(scope="session")
+def omniglot_dir() -> Path:
+    """The real Omniglot zips: ``$METAKIT_TEST_OMNIGLOT_DIR``, else ``<repo>/../shared/data/omniglot``.
+    Absent: the test is skipped, or fails when ``METAKIT_REQUIRE_DATA=1`` (CI must not skip it)."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+    folder = Path(os.environ.get("METAKIT_TEST_OMNIGLOT_DIR") or default)
+    if not all((folder / f"{name}.zip").is_file() for name in ("images_background", "images_evaluation")):
+        message = f"the Omniglot zips are not in {folder}; set METAKIT_TEST_OMNIGLOT_DIR to their folder"
+        if os.environ.get("METAKIT_REQUIRE_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def omniglot_cache_dir(tmp_path_factory) -> Path:
+    """One decoded-data cache per test session: the real images are decoded once (seconds), not per test."""
+    return tmp_path_factory.mktemp("metakit-cache")
