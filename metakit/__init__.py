@@ -5,8 +5,11 @@ from metakit.algorithms.maml import MAML, MAMLHyperparameters
 from metakit.backbones.backbone import Backbone
 from metakit.backbones.conv4 import Conv4
 from metakit.backbones.mlp import MLP
+from metakit.data.image_folder import ImageFolderSampler
+from metakit.data.omniglot import omniglot  # noqa: F401  (imported to register the "omniglot" sampler)
 from metakit.data.sampler import TaskSampler
 from metakit.data.sinusoid import SinusoidSampler
+from metakit.data.task_grid import save_task_grid
 from metakit.engine import EvalResult, Run, TrainConfig, evaluate, load_config, train
 from metakit.errors import MetakitError
 from metakit.hyperparameters import Hyperparameters
@@ -32,6 +35,7 @@ __all__ = [
     "Backbone",
     "Conv4",
     "Hyperparameters",
+    "ImageFolderSampler",
     "MAML",
     "MAMLHyperparameters",
     "MLP",
@@ -56,4 +60,5 @@ __all__ = [
     "register_backbone",
     "register_sampler",
     "train",
+    "save_task_grid",
 ]
