@@ -159,9 +159,9 @@ def task_scores(
             with torch.no_grad():
                 outputs = _predict(algorithm, adapted, support_x, query_x, protocol)
             if metric == "accuracy":
-                scores.append((outputs.argmax(-1) == query_y).float().mean())
+                scores.append((outputs.argmax(-1) == query_y).double().mean())
             else:
-                scores.append(F.mse_loss(outputs, query_y))
+                scores.append(F.mse_loss(outputs.double(), query_y.double()))
     return metric, torch.stack(scores).cpu()
 
 

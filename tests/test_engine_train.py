@@ -1,0 +1,249 @@
+"""The training engine: exact resume after Ctrl-C or a crash, the NaN guard, run-directory safety,
+checkpoint safety, and both evaluation protocols against plain reference loops."""
+
+import json
+import math
+import pickle
+import signal
+
+import pytest
+import torch
+
+import metakit
+from metakit import MetakitError, TaskBatch, TrainConfig
+from metakit.data.sampler import TaskSampler
+from metakit.registry import register_sampler, samplers
+
+
+class BlobSampler(TaskSampler):
+    """Tiny classification tasks: each class is a random 16x16 pattern plus noise.
+    Splits draw from differently seeded patterns only through the generator."""
+
+    input_shape = (1, 16, 16)
+    problem = "classification"
+
+    def __init__(self, ways=3, shots=1, queries=1, split="train", noise=0.7):
+        self.ways, self.shots, self.queries, self.noise = ways, shots, queries, noise
+        self.num_outputs = ways
+
+    def sample(self, num_tasks, generator):
+        def draw(per_class):
+            noise = torch.randn(num_tasks, self.ways, per_class, *self.input_shape, generator=generator)
+            x = (patterns[:, :, None] + self.noise * noise).flatten(1, 2)
+            return x, torch.arange(self.ways).repeat_interleave(per_class).expand(num_tasks, -1)
+
+        patterns = torch.randn(num_tasks, self.ways, *self.input_shape, generator=generator)
+        support_x, support_y = draw(self.shots)
+        query_x, query_y = draw(self.queries)
+        return TaskBatch(support_x, support_y.contiguous(), query_x, query_y.contiguous())
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These networks are tiny: one thread is faster, and much faster on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+if "test-blobs" not in samplers:
+    register_sampler("test-blobs")(BlobSampler)
+
+
+def _config(tmp_path, name="run", **changes):
+    values = dict(
+        algorithm="maml",
+        backbone="conv4",
+        sampler="test-blobs",
+        ways=3,
+        meta_batch=4,
+        iterations=6,
+        eval_every=3,
+        eval_tasks=4,
+        eval_queries=2,
+        test_tasks=0,
+        log_every=1,
+        checkpoint_every=2,
+        run_dir=str(tmp_path / name),
+        hyperparameters={"inner_lr": 0.4, "inner_steps": 1, "eval_inner_steps": 2},
+        backbone_options={"hidden": 8},
+    )
+    return TrainConfig(**(values | changes))
+
+
+def _params(run):
+    return {name: p.detach().clone() for name, p in run.algorithm.named_parameters()}
+
+
+def _sample_with(monkeypatch, action_at):
+    """Make the blob sampler call ``action_at[call]()`` on its n-th training draw (1-based)."""
+    original = BlobSampler.sample
+    calls = {"n": 0}
+
+    def sample(self, num_tasks, generator):
+        batch = original(self, num_tasks, generator)
+        if num_tasks == 4:  # meta-batches only, not the validation task sets
+            calls["n"] += 1
+            if calls["n"] in action_at:
+                batch = action_at[calls["n"]](batch) or batch
+        return batch
+
+    monkeypatch.setattr(BlobSampler, "sample", sample)
+
+
+def test_resumed_runs_end_bit_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
+    reference = _params(metakit.train(_config(tmp_path, "straight"), progress=False))
+
+    # Ctrl-C during iteration 3: the run finishes that iteration, saves and returns.
+    _sample_with(monkeypatch, {3: lambda batch: signal.raise_signal(signal.SIGINT)})
+    config = _config(tmp_path, "interrupted")
+    stopped = metakit.train(config, progress=False)
+    assert stopped.interrupted and stopped.iteration == 3
+    monkeypatch.undo()
+    resumed = metakit.train(config, resume=True, progress=False)
+    assert not resumed.interrupted and resumed.iteration == 6
+
+    # A crash (as after SIGKILL) in iteration 6: resume from the checkpoint of iteration 4,
+    # dropping the metrics line of iteration 5 that the resumed run logs again.
+    def crash(batch):
+        raise RuntimeError("killed")
+
+    _sample_with(monkeypatch, {6: crash})
+    crashed_config = _config(tmp_path, "crashed")
+    with pytest.raises(RuntimeError, match="killed"):
+        metakit.train(crashed_config, progress=False)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "crashed" / "last.pt", weights_only=True)["iteration"] == 4
+    crashed = metakit.train(crashed_config, resume=True, progress=False)
+
+    for run in (resumed, crashed):
+        found = _params(run)
+        assert all(torch.equal(found[name], reference[name]) for name in reference)
+        lines = run.directory.joinpath("metrics.jsonl").read_text().splitlines()
+        iterations = [json.loads(line)["iteration"] for line in lines]
+        assert iterations == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    def poison(batch):
+        return TaskBatch(batch.support_x, batch.support_y, batch.query_x * math.nan, batch.query_y)
+
+    _sample_with(monkeypatch, {5: poison})
+    config = _config(tmp_path, eval_every=0)
+    last = tmp_path / "run" / "last.pt"
+    with pytest.raises(MetakitError) as error:
+        metakit.train(config, progress=False)
+    assert str(error.value) == (
+        "the meta-loss or its gradient is not finite at iteration 5 (loss nan); training stopped and "
+        f"the last good checkpoint {last} is kept; try a smaller --meta-lr or --inner-lr"
+    )
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["iteration"] == 4
+    assert all(torch.isfinite(value).all() for value in checkpoint["algorithm"].values())
+
+
+def test_a_run_dir_holding_a_run_or_other_files_is_never_overwritten(tmp_path):
+    config = _config(tmp_path, iterations=2, eval_every=0)
+    metakit.train(config, progress=False)
+    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()}
+
+    with pytest.raises(MetakitError, match="already holds a run; pass --resume to continue it"):
+        metakit.train(config, progress=False)
+    with pytest.raises(MetakitError) as error:
+        metakit.train(
+            _config(tmp_path, iterations=4, eval_every=0, meta_lr=0.01), resume=True, progress=False
+        )
+    assert str(error.value) == (
+        f"run dir {tmp_path / 'run'} holds a different run (meta_lr is 0.001 there, 0.01 here); "
+        "choose another --run-dir"
+    )
+    assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()} == before
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(MetakitError, match="is not empty; choose another --run-dir"):
+        metakit.train(_config(tmp_path, "other"), progress=False)
+    assert [path.name for path in (tmp_path / "other").iterdir()] == ["notes.txt"]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_corrupt_or_code_carrying_checkpoints_are_refused(tmp_path, capsys):
+    config = _config(tmp_path, iterations=2, eval_every=0)
+    metakit.train(config, progress=False)
+    last = tmp_path / "run" / "last.pt"
+
+    last.write_bytes(b"not a checkpoint")
+    with pytest.raises(MetakitError, match=f"checkpoint {last} is corrupt or not a metakit checkpoint"):
+        metakit.train(config, resume=True, progress=False)
+
+    last.write_bytes(pickle.dumps({"format": 1, "payload": _RunsCode()}))
+    with pytest.raises(MetakitError, match="is corrupt or not a metakit checkpoint"):
+        metakit.evaluate(tmp_path / "run", tasks=2, checkpoint="last")
+    assert "this must never run" not in capsys.readouterr().out
+
+    with pytest.raises(MetakitError, match="no checkpoint .*best.pt"):
+        metakit.evaluate(tmp_path / "run", tasks=2, checkpoint="best")
+
+
+def _reference_scores(run, tasks, protocol):
+    """Plain loops: adapt per task, then predict the query set at once (transductive) or
+    each query example in a batch of the support set plus that example alone."""
+    algorithm = run.algorithm
+    sampler = BlobSampler(ways=3, shots=1, queries=2, split="test")
+    scores = []
+    for batch in sampler.fixed_tasks(tasks, seed=0):
+        for i in range(batch.num_tasks):
+            adapted = algorithm.adapt(batch.support_x[i], batch.support_y[i])
+            with torch.no_grad():
+                if protocol == "transductive":
+                    outputs = algorithm.predict(adapted, batch.query_x[i])
+                else:
+                    outputs = torch.stack(
+                        [
+                            algorithm.predict(adapted, torch.cat([batch.support_x[i], x[None]]))[-1]
+                            for x in batch.query_x[i]
+                        ]
+                    )
+            scores.append((outputs.argmax(-1) == batch.query_y[i]).double().mean().item())
+    return scores
+
+
+@pytest.mark.parametrize("protocol", ["transductive", "non-transductive"])
+def test_evaluation_equals_a_plain_reference_loop(tmp_path, protocol):
+    run = metakit.train(_config(tmp_path, iterations=3, eval_every=0), progress=False)
+    result = metakit.evaluate(run, tasks=30, protocol=protocol, checkpoint="last")
+
+    scores = _reference_scores(run, 30, protocol)
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    assert result.mean == pytest.approx(mean, abs=1e-12)
+    assert result.ci95 == pytest.approx(1.96 * std / math.sqrt(30), abs=1e-12)
+    assert (result.protocol, result.split, result.tasks, result.inner_steps) == (protocol, "test", 30, 2)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved == [result.to_dict()]
+
+
+def test_non_transductive_predictions_do_not_see_other_query_examples(tmp_path):
+    """With BatchNorm the two protocols differ; non-transductive outputs of one query example
+    must not change when the other query examples change."""
+    run = metakit.train(_config(tmp_path, iterations=2, eval_every=0), progress=False)
+    from metakit.engine.evaluate import _predict
+
+    batch = BlobSampler(queries=3).sample(1, torch.Generator().manual_seed(0))
+    support_x, support_y, query_x = batch.support_x[0], batch.support_y[0], batch.query_x[0]
+    adapted = run.algorithm.adapt(support_x, support_y)
+    changed = torch.cat([query_x[:1], 5 * torch.randn_like(query_x[1:])])
+    with torch.no_grad():
+        alone = [
+            _predict(run.algorithm, adapted, support_x, q, "non-transductive")[0] for q in (query_x, changed)
+        ]
+        jointly = [
+            _predict(run.algorithm, adapted, support_x, q, "transductive")[0] for q in (query_x, changed)
+        ]
+    assert torch.allclose(alone[0], alone[1], atol=1e-6)
+    assert not torch.allclose(jointly[0], jointly[1], atol=1e-3)
