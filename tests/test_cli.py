@@ -1,0 +1,168 @@
+"""The `metakit` command through Typer's runner: what it writes, and one-line errors that
+leave an existing run untouched."""
+
+import json
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from metakit.cli import app
+
+SINUSOID = ["--sampler", "sinusoid", "--backbone", "mlp", "--shots", "5"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The networks are tiny: one thread is faster, and much faster on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    result = _invoke(
+        "train", "maml", *SINUSOID, "--iterations", 4, "--eval-every", 2, "--test-tasks", 5, "--run-dir", run
+    )
+    assert result.exit_code == 0, result.output
+    return run, result
+
+
+def _snapshot(run):
+    return {path.name: path.read_bytes() for path in sorted(run.iterdir())}
+
+
+def test_help_and_list():
+    result = _invoke("--help")
+    assert result.exit_code == 0
+    assert all(command in result.stdout for command in ("train", "eval", "list", "plot"))
+    result = _invoke("list")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    maml = lines.index(next(line for line in lines if line.startswith("  maml:")))
+    assert "inner_lr=0.4, inner_steps=1, eval_inner_steps=3, first_order=False" in lines[maml + 1]
+    assert any(line.startswith("  conv4:") for line in lines)
+    assert "shots=10, queries=None, amplitude=(0.1, 5.0)" in result.stdout
+
+
+def test_train_eval_plot_write_every_file_of_the_run(trained):
+    run, train = trained
+    assert train.stdout.splitlines()[0] == f"run directory: {run}"
+    assert train.stdout.splitlines()[1].startswith("test mse ")
+    assert (
+        "(95% CI over 5 tasks; 5 support and 15 query points, 10 inner steps; transductive; " in train.stdout
+    )
+
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["sampler"] == "sinusoid" and record["config"]["meta_batch"] == 25
+    assert record["environment"]["torch"] == torch.__version__
+    assert record["environment"]["device"].startswith("cpu") or torch.cuda.is_available()
+    assert record["data"]["train"]["sampler"] == "sinusoid"
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [2, 4]  # validations; log_every (10) not reached
+    assert {"wall_time", "tasks_per_second", "train_loss", "validation_mse", "validation_mse_ci95"} <= set(
+        lines[1]
+    )
+    for name in ("last", "best"):
+        checkpoint = torch.load(run / f"{name}.pt", weights_only=True)
+        assert checkpoint["iteration"] == 4 and set(checkpoint["rng"]) >= {"torch", "tasks"}
+        assert checkpoint["optimizer"]["state"] and checkpoint["config"] == record["config"]
+
+    result = _invoke("eval", run, "--tasks", 7, "--protocol", "non-transductive", "--checkpoint", "last")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("test mse ")
+    assert "7 tasks" in result.stdout and "non-transductive; checkpoint last at iteration 4)" in result.stdout
+    results = json.loads((run / "results.json").read_text())
+    assert [(r["tasks"], r["protocol"]) for r in results] == [(5, "transductive"), (7, "non-transductive")]
+
+    result = _invoke("plot", run)
+    assert result.exit_code == 0 and result.stdout == f"wrote {run / 'curves.png'}\n"
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+ERRORS = [
+    (
+        ["train", "mamll", *SINUSOID, "--run-dir", "{tmp}/new"],
+        "unknown algorithm 'mamll'. Did you mean 'maml'?",
+    ),
+    (
+        ["train", "maml", *SINUSOID[:2], "--backbone", "conv5"],
+        "unknown backbone 'conv5'. Did you mean 'conv4'?",
+    ),
+    (["train", "maml", "--sampler", "sinusiod"], "unknown sampler 'sinusiod'. Did you mean 'sinusoid'?"),
+    (
+        ["train", "maml", *SINUSOID, "--run-dir", "{run}"],
+        "run dir {run} already holds a run; pass --resume to continue it or choose another --run-dir",
+    ),
+    (
+        ["train", "--resume", "--run-dir", "{run}", "--meta-lr", "0.01"],
+        "run dir {run} holds a different run (meta_lr is 0.001 there, 0.01 here); choose another --run-dir",
+    ),
+    (["train", "maml", *SINUSOID, "--resume"], "resuming needs the run's directory: pass --run-dir"),
+    (
+        ["train", "maml", *SINUSOID, "--split", "maml-1200"],
+        "sampler 'sinusoid' has no option convention; its options: amplitude, phase, x_range",
+    ),
+    (["train", "maml", *SINUSOID, "--ways", "0"], "option ways must be at least 1, got 0"),
+    (["train", "--config", "{tmp}/missing.toml"], "cannot read config file {tmp}/missing.toml: No such file"),
+    (
+        ["eval", "{run}", "--protocol", "inductive"],
+        "unknown protocol 'inductive'; use one of transductive, non-transductive",
+    ),
+    (["eval", "{run}", "--split", "val"], "unknown split 'val'; use one of train, validation, test"),
+    (["eval", "{tmp}/missing"], "{tmp}/missing holds no metakit run (no config.json); check the path"),
+    (["eval", "{run}", "--checkpoint", "first"], "checkpoint must be 'last' or 'best', got 'first'"),
+    (["plot", "{tmp}"], "{tmp} holds no metakit run (no config.json); check the path"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), ERRORS)
+def test_user_errors_are_one_line_and_leave_the_run_untouched(trained, tmp_path, args, message):
+    run, _ = trained
+    before = _snapshot(run)
+    result = _invoke(*(arg.format(run=run, tmp=tmp_path) for arg in args))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: " + message.format(run=run, tmp=tmp_path))
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert _snapshot(run) == before
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_corrupt_checkpoint_is_a_one_line_error(trained, tmp_path):
+    run, _ = trained
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name, content in _snapshot(run).items():
+        (copy / name).write_bytes(content)
+    (copy / "best.pt").write_bytes((copy / "best.pt").read_bytes()[:100])
+    result = _invoke("eval", copy)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"error: checkpoint {copy / 'best.pt'} is corrupt or not a metakit checkpoint"
+    )
+    assert result.stderr.count("\n") == 1
+
+
+def test_plot_without_matplotlib_says_what_to_install(trained, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = _invoke("plot", trained[0])
+    assert result.exit_code == 1
+    assert result.stderr == "error: plotting needs matplotlib: pip install metakit[plot]\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="only without a GPU")
+def test_asking_for_cuda_without_a_gpu(tmp_path):
+    result = _invoke("train", "maml", *SINUSOID, "--device", "cuda", "--run-dir", tmp_path / "run")
+    assert result.stderr == (
+        "error: device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto\n"
+    )
+    assert not (tmp_path / "run").exists()
