@@ -18,7 +18,9 @@ from metakit.bench.report import append_report, format_report
 from metakit.bench.speed import RowResult, SpeedSettings, SuiteResult, launch, run_row, run_speed_suite
 from metakit.bench.worker import run_job
 
-TINY = SpeedConfig("tiny", ways=3, shots=1, queries=2, tasks=3, inner_steps=2, inner_lr=0.3, hidden=8)
+TINY = SpeedConfig(
+    "tiny", ways=3, shots=1, queries=2, tasks=2, inner_steps=2, inner_lr=0.3, hidden=8, image_size=16
+)
 
 
 def _silently_first_order(backbone, config):
@@ -137,7 +139,7 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
     assert "## Speed and memory, 2026-01-02 (under load)" in text
     assert "Command: `metakit x`" in text
     assert (
-        "Test CPU (2 logical CPUs); torch 9.9; 2 threads; device cpu. fp32 matmul (2048 x 2048): 100.0"
+        "Test CPU (2 logical CPUs); torch 9.9; 2 thread(s); device cpu. fp32 matmul (2048 x 2048): 100.0"
         in text
     )
     assert "| metakit-loop | 2nd | reference | 11.0 | 10.0-12.0 | 100 |" in text

@@ -36,7 +36,9 @@ def speed(
     device: Annotated[str, typer.Option(help="cpu or cuda[:index].")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch threads per process (0: torch's default).")] = 0,
     timeout: Annotated[float | None, typer.Option(help="Seconds per process before 'timeout'.")] = None,
-    memory_limit: Annotated[float | None, typer.Option(help="GiB of address space per process.")] = None,
+    memory_limit: Annotated[
+        float | None, typer.Option(help="GiB of address space per process (CPU only).")
+    ] = None,
     gate_tasks: Annotated[int, typer.Option(help="Tasks the gradient gate uses (0: all).")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the initial weights and the tasks.")] = 0,
     output: Annotated[
@@ -59,7 +61,7 @@ def speed(
             seed=seed,
             output=None if output == "-" else Path(output),
             note=note,
-            command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            command=_command_line(),
         )
         report = format_report(
             run_speed_suite(settings, progress=lambda line: typer.echo(line, err=True)), settings
@@ -71,3 +73,10 @@ def speed(
     if settings.output is not None:
         append_report(settings.output, report)
         typer.echo(f"appended to {settings.output}", err=True)
+
+
+def _command_line() -> str:
+    """How this run was started, for the report: ``metakit bench speed ...`` or ``python script.py ...``."""
+    program = sys.argv[0]
+    program = f"python {program}" if program.endswith(".py") else Path(program).name
+    return " ".join([program, shlex.join(sys.argv[1:])])

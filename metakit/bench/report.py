@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+import torch
+
 from metakit.bench.configs import SpeedConfig
 from metakit.bench.flops import meta_iteration_flops
 from metakit.bench.gate import GATE_TOLERANCE
 from metakit.bench.rows import is_metakit
 from metakit.bench.speed import RowResult, SpeedSettings, SuiteResult
+from metakit.task_mapping import resolve_mapping
 
 MB = 2**20
 
@@ -26,29 +29,32 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
         f"Command: `{settings.command}`" if settings.command else "",
         "",
         f"Machine: {machine['cpu']} ({machine['cpus']} logical CPUs){gpu}; torch {machine['torch']}; "
-        f"{machine['threads']} threads; device {machine['device']}. "
+        f"{machine['threads']} thread(s); device {machine['device']}. "
         f"fp32 matmul (2048 x 2048): {suite.matmul_gflops:.1f} GFLOP/s.",
         "",
         f"Median of {settings.iterations} meta-iterations after {settings.warmup} warm-up, one process per "
         "row (peak RSS is the process's). A meta-iteration is the meta-gradient of one batch into `.grad` "
         "(no optimizer step). Gate: float64 meta-gradient against metakit's loop mapping of the same order "
-        f"on {gate_tasks} of the batch, tolerance {GATE_TOLERANCE:g} of the largest entry. "
+        f"on {gate_tasks} of the batch, tolerance {GATE_TOLERANCE:g} of the largest entry (metakit's loop "
+        "mapping is itself tested against independent references in `tests/test_maml_gradients.py`). "
         "GFLOP/s counts convolutions and the head (forward, backward, second-order terms; "
-        "`metakit/bench/flops.py`). Ratios are this row over the fastest second-order metakit row.",
+        "`metakit/bench/flops.py`). Ratios are this row over second-order metakit with the task mapping "
+        "that `auto` picks on this device (loop on CPU, vmap on CUDA).",
         "",
     ]
     for config in settings.configs:
         rows = [r for r in suite.rows if r.config == config.name]
-        lines += _config_table(config, rows, suite.matmul_gflops, machine["device"] != "cpu")
+        lines += _config_table(config, rows, suite.matmul_gflops, machine["device"])
     return "\n".join(lines) + "\n"
 
 
-def _config_table(config: SpeedConfig, rows: list[RowResult], matmul: float, cuda: bool) -> list[str]:
+def _config_table(config: SpeedConfig, rows: list[RowResult], matmul: float, device: str) -> list[str]:
+    cuda = device != "cpu"
     second, first = (meta_iteration_flops(config, order) / 1e9 for order in (True, False))
     header = ["row", "order", "gate", "median ms", "min-max ms", "peak RSS MB"]
     header += ["peak CUDA MB"] if cuda else []
     header += ["GFLOP/s (of matmul)", "time / metakit", "RSS / metakit"]
-    baseline = _baseline(rows)
+    baseline = _baseline(rows, device)
     table = [
         f"### {config.name}: {config.describe()}",
         "",
@@ -61,9 +67,10 @@ def _config_table(config: SpeedConfig, rows: list[RowResult], matmul: float, cud
     return table + ["", *_summary(rows, baseline), ""]
 
 
-def _baseline(rows: list[RowResult]) -> RowResult | None:
-    candidates = [r for r in rows if is_metakit(r.row) and r.second_order and r.status == "ok"]
-    return min(candidates, key=lambda r: r.median_ms, default=None)
+def _baseline(rows: list[RowResult], device: str) -> RowResult | None:
+    """The second-order metakit row that ``task_mapping="auto"`` runs on ``device``, if it was timed."""
+    name = f"metakit-{resolve_mapping('auto', torch.device(device))}"
+    return next((r for r in rows if r.row == name and r.status == "ok"), None)
 
 
 def _cells(row: RowResult, baseline: RowResult | None, matmul: float, cuda: bool) -> list[str]:

@@ -60,6 +60,10 @@ class SpeedSettings:
             raise MetakitError(f"device '{self.device}' is not available here; use --device cpu")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise MetakitError(f"unknown device '{self.device}'; use cpu or cuda[:index]")
+        if self.memory_limit_gb and self.device != "cpu":
+            raise MetakitError(
+                "--memory-limit caps address space, which CUDA needs far more of; omit it on GPU"
+            )
 
 
 @dataclass
