@@ -35,10 +35,10 @@ class Conv4(Backbone):
             blocks += [
                 nn.Conv2d(channels, hidden, 3, stride=stride, padding=1),
                 nn.BatchNorm2d(hidden, track_running_stats=False),
-                nn.ReLU(),
             ]
-            if not strided:
-                blocks.append(nn.MaxPool2d(2))
+            # max-pool and ReLU commute (ReLU is monotone); pooling first runs the ReLU,
+            # its backward and its double backward on a quarter of the activations.
+            blocks += [nn.ReLU()] if strided else [nn.MaxPool2d(2), nn.ReLU()]
             size = (size + 1) // 2 if strided else size // 2
         self.strided = strided
         self.blocks = nn.Sequential(*blocks)
