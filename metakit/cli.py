@@ -72,6 +72,9 @@ def train_command(
     ] = None,
     rotation: Annotated[str | None, typer.Option(help="augmentation: none, per-task or classes")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="where the dataset is")] = None,
+    download: Annotated[
+        bool | None, typer.Option("--download/--no-download", help="fetch a missing dataset")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: auto)")] = None,
     seed: Annotated[int | None, typer.Option(help="(default: 0)")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="(default: runs/<name>-<time>)")] = None,
@@ -104,7 +107,10 @@ def train_command(
         "test_tasks": test_tasks,
         "hyperparameters": _given(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order),
         "sampler_options": _given(
-            convention=split, rotation=rotation, data_dir=None if data_dir is None else str(data_dir)
+            convention=split,
+            rotation=rotation,
+            data_dir=None if data_dir is None else str(data_dir),
+            download=download,
         ),
     }
     run = train(base.merged(overrides), resume=resume)
