@@ -9,6 +9,17 @@ from typing import Annotated
 
 import typer
 
+from metakit.bench.accuracy import (
+    ALGORITHMS,
+    DATA_PROTOCOLS,
+    DEFAULT_ROOT,
+    FULL_BUDGET,
+    SETTINGS,
+    AccuracySettings,
+    format_accuracy_report,
+    run_accuracy_suite,
+    select_cells,
+)
 from metakit.bench.configs import CONFIGS, configs_named
 from metakit.bench.report import append_report, format_report
 from metakit.bench.rows import ROWS
@@ -24,7 +35,7 @@ ROW_HELP = f"Row, repeatable: {', '.join(ROWS)}."
 
 @bench_app.callback()
 def bench() -> None:
-    """Benchmark suites: speed and memory against peer implementations."""
+    """Benchmark suites: speed and memory against peer implementations, accuracy against the papers."""
 
 
 @bench_app.command("speed")
@@ -70,6 +81,66 @@ def speed(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(report)
+    if settings.output is not None:
+        append_report(settings.output, report)
+        typer.echo(f"appended to {settings.output}", err=True)
+
+
+DEFAULT_ALGORITHMS = list(ALGORITHMS)
+DEFAULT_SETTINGS = list(SETTINGS)
+DEFAULT_PROTOCOLS = list(DATA_PROTOCOLS)
+
+
+@bench_app.command("omniglot")
+def omniglot(
+    algorithm: Annotated[
+        list[str], typer.Option("--algorithm", "-a", help=f"Repeatable: {', '.join(ALGORITHMS)}.")
+    ] = DEFAULT_ALGORITHMS,
+    setting: Annotated[
+        list[str], typer.Option("--setting", "-s", help=f"Repeatable: {', '.join(SETTINGS)}.")
+    ] = DEFAULT_SETTINGS,
+    protocol: Annotated[
+        list[str], typer.Option("--protocol", "-p", help=f"Repeatable: {', '.join(DATA_PROTOCOLS)}.")
+    ] = DEFAULT_PROTOCOLS,
+    budget: Annotated[
+        int, typer.Option(help=f"Meta-iterations per cell ({FULL_BUDGET}: the paper's full run).")
+    ] = FULL_BUDGET,
+    root: Annotated[Path, typer.Option(help="Folder of the cells' run directories.")] = DEFAULT_ROOT,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder of the Omniglot zips.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    eval_tasks: Annotated[int, typer.Option(help="Test tasks per evaluation.")] = 600,
+    seed: Annotated[int, typer.Option(help="Training seed of every cell.")] = 0,
+    table_only: Annotated[
+        bool, typer.Option("--table-only", help="Neither train nor evaluate: table what the runs hold.")
+    ] = False,
+    output: Annotated[
+        str, typer.Option(help="Markdown file to append to; '-': stdout only.")
+    ] = "docs/benchmarks.md",
+) -> None:
+    """Train MAML and FOMAML on Omniglot cell by cell (resuming runs under ROOT), evaluate each both
+    transductively and not, and table the accuracies beside the published ones."""
+    try:
+        settings = AccuracySettings(
+            cells=select_cells(algorithm, setting, protocol),
+            budget=budget,
+            root=root,
+            data_dir=data_dir,
+            device=device,
+            eval_tasks=eval_tasks,
+            seed=seed,
+            table_only=table_only,
+            output=None if output == "-" else Path(output),
+            command=_command_line(),
+        )
+        results = run_accuracy_suite(settings, log=lambda line: typer.echo(line, err=True))
+        report = format_accuracy_report(results, settings)
+    except MetakitError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(report)
+    if any(result.interrupted for result in results):
+        typer.echo("interrupted: nothing appended; run the same command again to resume", err=True)
+        raise typer.Exit(130)
     if settings.output is not None:
         append_report(settings.output, report)
         typer.echo(f"appended to {settings.output}", err=True)
