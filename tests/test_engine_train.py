@@ -12,6 +12,7 @@ import torch
 import metakit
 from metakit import MetakitError, TaskBatch, TrainConfig
 from metakit.data.sampler import TaskSampler
+from metakit.engine.evaluate import predict_queries
 from metakit.registry import register_sampler, samplers
 
 
@@ -228,22 +229,24 @@ def test_evaluation_equals_a_plain_reference_loop(tmp_path, protocol):
     assert saved == [result.to_dict()]
 
 
-def test_non_transductive_predictions_do_not_see_other_query_examples(tmp_path):
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_non_transductive_predictions_do_not_see_other_query_examples(tmp_path, vectorized):
     """With BatchNorm the two protocols differ; non-transductive outputs of one query example
-    must not change when the other query examples change."""
+    must not change when the other query examples change, and vmap must equal the loop."""
     run = metakit.train(_config(tmp_path, iterations=2, eval_every=0), progress=False)
-    from metakit.engine.evaluate import _predict
-
     batch = BlobSampler(queries=3).sample(1, torch.Generator().manual_seed(0))
     support_x, support_y, query_x = batch.support_x[0], batch.support_y[0], batch.query_x[0]
     adapted = run.algorithm.adapt(support_x, support_y)
     changed = torch.cat([query_x[:1], 5 * torch.randn_like(query_x[1:])])
     with torch.no_grad():
         alone = [
-            _predict(run.algorithm, adapted, support_x, q, "non-transductive")[0] for q in (query_x, changed)
+            predict_queries(run.algorithm, adapted, support_x, q, "non-transductive", vectorized)
+            for q in (query_x, changed)
         ]
         jointly = [
-            _predict(run.algorithm, adapted, support_x, q, "transductive")[0] for q in (query_x, changed)
+            predict_queries(run.algorithm, adapted, support_x, q, "transductive") for q in (query_x, changed)
         ]
-    assert torch.allclose(alone[0], alone[1], atol=1e-6)
-    assert not torch.allclose(jointly[0], jointly[1], atol=1e-3)
+        one_by_one = [run.algorithm.predict(adapted, torch.cat([support_x, x[None]]))[-1] for x in query_x]
+    assert torch.allclose(alone[0][0], alone[1][0], atol=1e-6)
+    assert torch.allclose(alone[0], torch.stack(one_by_one), atol=1e-6)
+    assert not torch.allclose(jointly[0][0], jointly[1][0], atol=1e-3)
