@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.func import functional_call
 
@@ -17,7 +16,7 @@ from metakit.hyperparameters import Hyperparameters
 from metakit.inner_loop import adapt
 from metakit.registry import register_algorithm
 from metakit.task_batch import TaskBatch
-from metakit.task_mapping import mapped_meta_loss, resolve_mapping
+from metakit.task_mapping import check_mapping, mapped_meta_loss
 
 
 @dataclass
@@ -45,7 +44,7 @@ class MAML(Algorithm):
         super().__init__(backbone, problem, **hyperparameters)
         if self.hparams.inner_steps < 1 or self.hparams.eval_inner_steps < 0:
             raise MetakitError("MAML needs inner_steps >= 1 and eval_inner_steps >= 0")
-        resolve_mapping(self.hparams.task_mapping, torch.device("cpu"))
+        check_mapping(self.hparams.task_mapping)
 
     def _adapt(self, params: dict[str, Tensor], x: Tensor, y: Tensor, steps: int, first_order: bool):
         buffers = dict(self.backbone.named_buffers())
