@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
+SHORT_NAMES = {"tasks_per_second": "tasks/s"}
+
 
 class Progress:
     """``with Progress(total, start) as bar: bar.update(iteration, {"loss": 0.3}); bar.log("...")``."""
@@ -44,7 +46,9 @@ class Progress:
             self._bar.stop()
 
     def update(self, iteration: int, figures: dict[str, float]) -> None:
-        status = "  ".join(f"{name} {_format(value)}" for name, value in figures.items())
+        status = "  ".join(
+            f"{SHORT_NAMES.get(name, name)} {_format(value)}" for name, value in figures.items()
+        )
         if self._bar is not None:
             self._bar.update(self._task, completed=iteration, status=status)
             return
