@@ -106,6 +106,11 @@ ERRORS = [
         ["train", "--resume", "--run-dir", "{run}", "--meta-lr", "0.01"],
         "run dir {run} holds a different run (meta_lr is 0.001 there, 0.01 here); choose another --run-dir",
     ),
+    (
+        ["train", "--resume", "--run-dir", "{run}", "--inner-lr", "0.5"],
+        "run dir {run} holds a different run (hyperparameters.inner_lr is 0.01 there, 0.5 here); "
+        "choose another --run-dir",
+    ),
     (["train", "maml", *SINUSOID, "--resume"], "resuming needs the run's directory: pass --run-dir"),
     (
         ["train", "maml", *SINUSOID, "--split", "maml-1200"],

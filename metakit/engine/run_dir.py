@@ -81,10 +81,9 @@ class RunDirectory:
     def check_same_run(self, config: TrainConfig, data: dict[str, Any]) -> None:
         """Refuse to continue this run with a config or data that describe another run."""
         record = self.record()
-        saved = record["config"]
-        given = config.to_dict()
+        saved, given = _flat(record["config"]), _flat(config.to_dict())
         for name in sorted(set(saved) | set(given)):
-            if name not in RESUMABLE_CHANGES and saved.get(name) != given.get(name):
+            if name.split(".")[0] not in RESUMABLE_CHANGES and saved.get(name) != given.get(name):
                 raise MetakitError(
                     f"run dir {self.path} holds a different run ({name} is {json.dumps(saved.get(name))} "
                     f"there, {json.dumps(given.get(name))} here); choose another --run-dir"
@@ -122,3 +121,14 @@ class RunDirectory:
     def _write_json(path: Path, value: Any) -> None:
         text = json.dumps(value, indent=2) + "\n"
         atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def _flat(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a difference is named down to the option."""
+    flat = {}
+    for name, value in values.items():
+        if isinstance(value, dict):
+            flat |= {f"{name}.{key}": inner for key, inner in _flat(value).items()}
+        else:
+            flat[name] = value
+    return flat

@@ -60,19 +60,6 @@ class Run:
         return str(self.directory)
 
 
-@dataclasses.dataclass
-class _State:
-    """What the loop carries from one iteration to the next, beside the model and optimizer."""
-
-    iteration: int = 0
-    wall_time: float = 0.0
-    best_score: float | None = None
-    window_tasks: int = 0
-    window_seconds: float = 0.0
-    window_sums: dict[str, float] = dataclasses.field(default_factory=dict)
-    window_count: int = 0
-
-
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Run:
     """Meta-train ``config`` in ``config.run_dir`` (a new, empty directory, or with
     ``resume`` the directory of the same run, continued from its ``last.pt``); then,
@@ -93,125 +80,155 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     torch.manual_seed(config.seed)
     algorithm = build_algorithm(config, samplers["train"]).to(device)
     config = dataclasses.replace(config, hyperparameters=algorithm.hparams.to_dict())
-    optimizer = torch.optim.Adam(algorithm.parameters(), lr=config.meta_lr)
-    tasks = torch.Generator().manual_seed(config.seed + TASK_SEED_OFFSET)
+    trainer = _Trainer(config, directory, algorithm, samplers, device)
     data = {split: sampler.fingerprint() for split, sampler in samplers.items()}
     if resume:
         directory.check_same_run(config, data)
-        state = _restore(directory, algorithm, optimizer, tasks)
+        trainer.restore()
     else:
         directory.create(_record(config, device, data))
-        state = _State()
-    interrupted = _loop(config, directory, algorithm, optimizer, samplers, tasks, device, state, progress)
+    interrupted = trainer.run(progress)
     result = None
     if config.test_tasks and not interrupted:
         checkpoint = "best" if config.eval_every else "last"
         result = evaluate(
             directory.path, config.test_tasks, "test", checkpoint=checkpoint, device=str(device)
         )
-    return Run(directory.path, config, algorithm, state.iteration, interrupted, result)
+    return Run(directory.path, config, algorithm, trainer.iteration, interrupted, result)
 
 
-def _loop(config, directory, algorithm, optimizer, samplers, tasks, device, state, show) -> bool:
-    """Iterate until ``config.iterations`` or Ctrl-C; returns whether it was interrupted."""
-    stream = None if show else io.StringIO()
-    started = time.monotonic() - state.wall_time
-    with Progress(config.iterations, state.iteration, stream) as bar, _interruptible() as stop:
-        while state.iteration < config.iterations and not stop.is_set():
-            began = time.perf_counter()
-            batch = samplers["train"].sample(config.meta_batch, tasks).to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss, metrics = algorithm.meta_loss(batch)
-            loss.backward()
-            _check_finite(loss, algorithm, directory, state.iteration + 1)
-            optimizer.step()
-            state.iteration += 1
-            state.window_seconds += time.perf_counter() - began
-            state.window_tasks += config.meta_batch
-            state.window_count += 1
-            for name, value in metrics.items():
-                state.window_sums[name] = state.window_sums.get(name, 0.0) + value.item()
-            bar.update(state.iteration, _figures(state))
-            state.wall_time = time.monotonic() - started
-            _log_and_save(config, directory, algorithm, optimizer, samplers, tasks, device, state, bar, stop)
-        if stop.is_set():
-            bar.log(
-                f"interrupted at iteration {state.iteration}; saved {directory.checkpoint('last')}; "
-                f"continue with: metakit train --resume --run-dir {directory.path}"
-            )
-    return stop.is_set()
+class _Trainer:
+    """The loop's state: model, optimizer, task generator, counters, and the logging window
+    (sums of the meta-train metrics since the last line of ``metrics.jsonl``)."""
 
+    def __init__(self, config, directory: RunDirectory, algorithm: Algorithm, samplers, device):
+        self.config, self.directory, self.algorithm = config, directory, algorithm
+        self.samplers, self.device = samplers, device
+        self.optimizer = torch.optim.Adam(algorithm.parameters(), lr=config.meta_lr)
+        self.tasks = torch.Generator().manual_seed(config.seed + TASK_SEED_OFFSET)
+        self.iteration, self.wall_time, self.best_score = 0, 0.0, None
+        self._clear_window()
 
-def _log_and_save(config, directory, algorithm, optimizer, samplers, tasks, device, state, bar, stop) -> None:
-    i, last = state.iteration, state.iteration == config.iterations
-    validate = config.eval_every and (i % config.eval_every == 0 or last)
-    line: dict[str, Any] = {}
-    if i % config.log_every == 0 or last or validate or stop.is_set():
-        line = {"iteration": i, "wall_time": round(state.wall_time, 3), **_figures(state, prefix="train_")}
-        state.window_sums, state.window_count, state.window_tasks, state.window_seconds = {}, 0, 0, 0.0
-    if validate:
+    def run(self, show: bool) -> bool:
+        """Iterate until ``config.iterations`` or Ctrl-C; returns whether it was interrupted."""
+        stream = None if show else io.StringIO()
+        started = time.monotonic() - self.wall_time
+        with Progress(self.config.iterations, self.iteration, stream) as bar, _interruptible() as stop:
+            while self.iteration < self.config.iterations and not stop.is_set():
+                self._step()
+                bar.update(self.iteration, self._figures())
+                self.wall_time = time.monotonic() - started
+                self._log_and_save(bar, stop.is_set())
+            if stop.is_set():
+                bar.log(
+                    f"interrupted at iteration {self.iteration}; saved {self.directory.checkpoint('last')}; "
+                    f"continue with: metakit train --resume --run-dir {self.directory.path}"
+                )
+        return stop.is_set()
+
+    def _step(self) -> None:
+        began = time.perf_counter()
+        batch = self.samplers["train"].sample(self.config.meta_batch, self.tasks).to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, metrics = self.algorithm.meta_loss(batch)
+        loss.backward()
+        self._check_finite(loss)
+        self.optimizer.step()
+        self.iteration += 1
+        self._seconds += time.perf_counter() - began
+        self._count += 1
+        for name, value in metrics.items():
+            self._sums[name] = self._sums.get(name, 0.0) + value.item()
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        grads = [p.grad.abs().max() for p in self.algorithm.parameters() if p.grad is not None]
+        if bool(torch.isfinite(torch.stack([loss.detach(), *grads])).all()):
+            return
+        path = self.directory.checkpoint("last")
+        kept = (
+            f"the last good checkpoint {path} is kept" if path.exists() else "no checkpoint was written yet"
+        )
+        raise MetakitError(
+            f"the meta-loss or its gradient is not finite at iteration {self.iteration + 1} "
+            f"(loss {loss.item()}); training stopped and {kept}; try a smaller --meta-lr or --inner-lr"
+        )
+
+    def _log_and_save(self, bar: Progress, stopping: bool) -> None:
+        config, i = self.config, self.iteration
+        last = i == config.iterations
+        validate = config.eval_every and (i % config.eval_every == 0 or last)
+        line: dict[str, Any] = {}
+        if i % config.log_every == 0 or last or validate or stopping:
+            line = {"iteration": i, "wall_time": round(self.wall_time, 3), **self._figures(prefix="train_")}
+            self._clear_window()
+        if validate:
+            line |= self._validate(bar)
+        if line:
+            self.directory.append_metrics(line)
+        if i % config.checkpoint_every == 0 or last or stopping:
+            self._save("last")
+
+    def _validate(self, bar: Progress) -> dict[str, Any]:
+        """Score the fixed validation tasks; keep ``best.pt`` if they improved."""
         metric, scores = task_scores(
-            algorithm, samplers["validation"], config.eval_tasks, VALIDATION_SEED, "transductive", device
+            self.algorithm,
+            self.samplers["validation"],
+            self.config.eval_tasks,
+            VALIDATION_SEED,
+            "transductive",
+            self.device,
         )
         summary = summarize(scores)
-        line |= {f"validation_{metric}": summary["mean"], f"validation_{metric}_ci95": summary["ci95"]}
-        line["validation_tasks"] = config.eval_tasks
-        bar.log(f"iteration {i}: validation {metric} {summary['mean']:.4f} ± {summary['ci95']:.4f}")
+        bar.log(
+            f"iteration {self.iteration}: validation {metric} {summary['mean']:.4f} ± {summary['ci95']:.4f}"
+        )
         score = summary["mean"] if metric == "accuracy" else -summary["mean"]
-        if state.best_score is None or score > state.best_score:
-            state.best_score = score
-            _save(directory, "best", config, algorithm, optimizer, tasks, state)
-    if line:
-        directory.append_metrics(line)
-    if i % config.checkpoint_every == 0 or last or stop.is_set():
-        _save(directory, "last", config, algorithm, optimizer, tasks, state)
+        if self.best_score is None or score > self.best_score:
+            self.best_score = score
+            self._save("best")
+        return {
+            f"validation_{metric}": summary["mean"],
+            f"validation_{metric}_ci95": summary["ci95"],
+            "validation_tasks": self.config.eval_tasks,
+        }
 
+    def _figures(self, prefix: str = "") -> dict[str, float]:
+        figures = {f"{prefix}{name}": total / self._count for name, total in self._sums.items()}
+        if self._seconds > 0:
+            figures["tasks_per_second"] = self._count * self.config.meta_batch / self._seconds
+        return figures
 
-def _figures(state: _State, prefix: str = "") -> dict[str, float]:
-    figures = {f"{prefix}{name}": total / state.window_count for name, total in state.window_sums.items()}
-    if state.window_seconds > 0:
-        figures["tasks_per_second"] = state.window_tasks / state.window_seconds
-    return figures
+    def _clear_window(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._count, self._seconds = 0, 0.0
 
+    def _save(self, which: str) -> None:
+        save_checkpoint(
+            self.directory.checkpoint(which),
+            {
+                "iteration": self.iteration,
+                "wall_time": self.wall_time,
+                "best_score": self.best_score,
+                "algorithm": self.algorithm.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": capture_rng(self.tasks),
+                "config": self.config.to_dict(),
+            },
+        )
 
-def _check_finite(loss: torch.Tensor, algorithm: Algorithm, directory: RunDirectory, iteration: int) -> None:
-    grads = [p.grad.abs().max() for p in algorithm.parameters() if p.grad is not None]
-    if bool(torch.isfinite(torch.stack([loss.detach(), *grads])).all()):
-        return
-    path = directory.checkpoint("last")
-    kept = f"the last good checkpoint {path} is kept" if path.exists() else "no checkpoint was written yet"
-    raise MetakitError(
-        f"the meta-loss or its gradient is not finite at iteration {iteration} (loss {loss.item()}); "
-        f"training stopped and {kept}; try a smaller --meta-lr or --inner-lr"
-    )
-
-
-def _save(directory, which, config, algorithm, optimizer, tasks, state) -> None:
-    save_checkpoint(
-        directory.checkpoint(which),
-        {
-            "iteration": state.iteration,
-            "wall_time": state.wall_time,
-            "best_score": state.best_score,
-            "algorithm": algorithm.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": capture_rng(tasks),
-            "config": config.to_dict(),
-        },
-    )
-
-
-def _restore(directory: RunDirectory, algorithm, optimizer, tasks: torch.Generator) -> _State:
-    path = directory.checkpoint("last")
-    checkpoint = load_checkpoint(path)
-    load_algorithm_state(algorithm, checkpoint["algorithm"], str(path))
-    try:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        restore_rng(checkpoint["rng"], tasks)
-    except (KeyError, ValueError, RuntimeError, TypeError) as error:
-        raise MetakitError(f"checkpoint {path} is incompatible with this run ({error})") from error
-    directory.truncate_metrics(checkpoint["iteration"])
-    return _State(checkpoint["iteration"], checkpoint["wall_time"], checkpoint["best_score"])
+    def restore(self) -> None:
+        """Continue from ``last.pt``, dropping the metrics logged after it."""
+        path = self.directory.checkpoint("last")
+        checkpoint = load_checkpoint(path)
+        load_algorithm_state(self.algorithm, checkpoint["algorithm"], str(path))
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            restore_rng(checkpoint["rng"], self.tasks)
+        except (KeyError, ValueError, RuntimeError, TypeError) as error:
+            raise MetakitError(f"checkpoint {path} is incompatible with this run ({error})") from error
+        self.iteration, self.wall_time = checkpoint["iteration"], checkpoint["wall_time"]
+        self.best_score = checkpoint["best_score"]
+        self.directory.truncate_metrics(self.iteration)
 
 
 def _record(config: TrainConfig, device: torch.device, data: dict[str, Any]) -> dict[str, Any]:
