@@ -1,4 +1,5 @@
-"""The ``metakit`` command: a thin Typer layer over the library (train, eval, list, plot).
+"""The ``metakit`` command: a thin Typer layer over the library (train, eval, list, plot,
+show-tasks, bench).
 
 Each command turns its options into the library's typed arguments and calls
 one library function. A MetakitError (a mistake the user can fix) becomes one
@@ -14,11 +15,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import torch
 import typer
 
 from metakit import registry
+from metakit.bench.cli import bench_app
+from metakit.data.task_grid import save_task_grid
 from metakit.engine import TrainConfig, evaluate, load_config, train
-from metakit.engine.components import factory_options, hyperparameter_class
+from metakit.engine.components import build_sampler, factory_options, hyperparameter_class
 from metakit.engine.config import PAPER_SETTINGS
 from metakit.engine.plot import plot
 from metakit.engine.run_dir import RunDirectory
@@ -32,6 +36,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(bench_app, name="bench")
 
 
 def _user_errors(command):
@@ -61,6 +66,9 @@ def train_command(
         int | None, typer.Option(help="tasks per meta-iteration (default: paper's)")
     ] = None,
     iterations: Annotated[int | None, typer.Option(help="(default: 60000)")] = None,
+    minutes: Annotated[
+        float | None, typer.Option(help="stop after this much training wall time (default: no limit)")
+    ] = None,
     inner_steps: Annotated[int | None, typer.Option(help="(default: paper's for the ways)")] = None,
     inner_lr: Annotated[float | None, typer.Option(help="(default: paper's for the ways)")] = None,
     meta_lr: Annotated[float | None, typer.Option(help="Adam's learning rate (default: 0.001)")] = None,
@@ -73,7 +81,7 @@ def train_command(
     rotation: Annotated[str | None, typer.Option(help="augmentation: none, per-task or classes")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="where the dataset is")] = None,
     download: Annotated[
-        bool | None, typer.Option("--download/--no-download", help="fetch a missing dataset")
+        bool | None, typer.Option("--download/--no-download", help="fetch a missing dataset (default: yes)")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: auto)")] = None,
     seed: Annotated[int | None, typer.Option(help="(default: 0)")] = None,
@@ -99,6 +107,7 @@ def train_command(
         "queries": queries,
         "meta_batch": meta_batch,
         "iterations": iterations,
+        "minutes": minutes,
         "meta_lr": meta_lr,
         "device": device,
         "seed": seed,
@@ -113,7 +122,7 @@ def train_command(
             download=download,
         ),
     }
-    run = train(base.merged(overrides), resume=resume)
+    run = train(_downloading(base.merged(overrides)), resume=resume)
     if run.interrupted:
         raise typer.Exit(INTERRUPTED_EXIT_CODE)
     typer.echo(f"run directory: {run.directory}")
@@ -165,6 +174,41 @@ def plot_command(
 ) -> None:
     """Learning curves (PNG): meta-train loss/accuracy and validation accuracy with its 95% CI."""
     typer.echo(f"wrote {plot(run_dir, output)}")
+
+
+@app.command("show-tasks")
+@_user_errors
+def show_tasks_command(
+    output: Annotated[Path, typer.Option(help="the PNG to write")] = Path("tasks.png"),
+    sampler: Annotated[str, typer.Option(help="an image classification sampler")] = "omniglot",
+    ways: Annotated[int, typer.Option()] = 5,
+    shots: Annotated[int, typer.Option()] = 1,
+    queries: Annotated[int, typer.Option(help="query examples per class")] = 3,
+    part: Annotated[str, typer.Option(help="train, validation or test")] = "train",
+    split: Annotated[str | None, typer.Option(help="split convention (omniglot)")] = None,
+    rotation: Annotated[str | None, typer.Option(help="none, per-task or classes (omniglot)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="where the dataset is")] = None,
+    tasks: Annotated[int, typer.Option(help="how many tasks to draw")] = 4,
+    seed: Annotated[int, typer.Option(help="seed of the task generator")] = 0,
+) -> None:
+    """Save a PNG of a few sampled tasks: a column per label, support rows above query rows."""
+    options = _given(
+        convention=split, rotation=rotation, data_dir=None if data_dir is None else str(data_dir)
+    )
+    config = _downloading(TrainConfig(sampler=sampler, ways=ways, shots=shots, sampler_options=options))
+    drawn = build_sampler(config, part, queries, torch.device("cpu"))
+    batch = drawn.sample(tasks, torch.Generator().manual_seed(seed))
+    path = save_task_grid(batch, output, max_tasks=tasks, max_query_rows=queries)
+    typer.echo(f"wrote {tasks} {ways}-way {shots}-shot tasks ({part} part) to {path}")
+
+
+def _downloading(config: TrainConfig) -> TrainConfig:
+    """On the command line a missing dataset is downloaded unless --no-download says
+    otherwise (the library downloads only when asked)."""
+    takes = factory_options(registry.samplers.get(config.sampler))
+    if takes is not None and "download" in takes and "download" not in config.sampler_options:
+        return config.merged({"sampler_options": {"download": True}})
+    return config
 
 
 def _given(**options: Any) -> dict[str, Any]:

@@ -112,7 +112,7 @@ class FakeEngine:
         self.evaluated.append((directory.path.name, protocol, iteration))
         result = EvalResult(
             "accuracy", 0.9 if protocol == "transductive" else 0.8, 0.01, 0.1, tasks, split, protocol,
-            None, checkpoint, iteration, config.ways, config.shots, config.eval_queries, seed, str(run),
+            None, checkpoint, iteration, config.ways, config.shots, config.eval_queries, seed, str(run), {},
         )  # fmt: skip
         directory.add_result(result.to_dict(), RESULT_KEY)
         return result
@@ -237,7 +237,7 @@ def _result(name, iterations, transductive=None, non_transductive=None):
     for key, value in (("transductive", transductive), ("non-transductive", non_transductive)):
         if value is not None:
             found[key] = EvalResult(
-                "accuracy", value[0], value[1], 0.1, 600, "test", key, 3, "best", value[2], 5, 1, 15, 0, "r"
+                "accuracy", value[0], value[1], 0.1, 600, "test", key, 3, "best", value[2], 5, 1, 15, 0, "r", {}
             )
     return CellResult(Cell(algorithm, setting, protocol), iterations, "cuda (H100)", 5400.0, found)
 

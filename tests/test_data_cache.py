@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from data_synthetic import write_collection, zip_folder
 
+from metakit.atomic_file import atomic_path
 from metakit.data import dataset_cache, locations
-from metakit.data.atomic_file import atomic_path
 from metakit.data.dataset_cache import cache_file, load_image_classes
 from metakit.data.image_archive import Preprocessing, read_image_classes
 from metakit.errors import MetakitError

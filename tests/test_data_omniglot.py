@@ -114,7 +114,7 @@ def test_missing_archive_names_the_folder(mini, tmp_path):
     assert str(error.value) == (
         "images_background.zip is missing: put images_background.zip and images_evaluation.zip "
         f"(github.com/brendenlake/omniglot, folder python/) into {tmp_path / 'empty'}, "
-        "or allow downloading (download=True)"
+        "or allow downloading (--download; download=True in Python)"
     )
 
 

@@ -70,7 +70,13 @@ class MAML(Algorithm):
         return functional_call(self.backbone, {**buffers, **adapted}, (query_x,))
 
 
+@dataclass
+class FOMAMLHyperparameters(MAMLHyperparameters):
+    first_order: bool = True
+
+
 @register_algorithm("fomaml")
-def first_order_maml(backbone: Backbone, problem: Problem, **hyperparameters: Any) -> MAML:
-    """MAML with the inner gradients treated as constants (``first_order=True``)."""
-    return MAML(backbone, problem, **{**hyperparameters, "first_order": True})
+class FOMAML(MAML):
+    """First-order MAML: MAML with the inner gradients treated as constants."""
+
+    Hyperparameters = FOMAMLHyperparameters

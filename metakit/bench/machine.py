@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-
-def cpu_model() -> str:
-    """The ``model name`` of ``/proc/cpuinfo``, or what ``platform`` knows elsewhere."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+from metakit.environment import cpu_model
 
 
 def describe(device: str) -> dict[str, str | int]:

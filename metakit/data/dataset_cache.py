@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metakit.data.atomic_file import atomic_path
+from metakit.atomic_file import atomic_path
 from metakit.data.image_archive import ImageClasses, Preprocessing, read_image_classes, source_signature
 from metakit.errors import MetakitError
 

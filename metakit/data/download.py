@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from metakit.data.atomic_file import atomic_path
+from metakit.atomic_file import atomic_path
 from metakit.errors import MetakitError
 
 

@@ -111,7 +111,8 @@ def find_archives(folder: Path, download: bool) -> dict[str, Path]:
         if not zipped.is_file():
             if not download:
                 raise MetakitError(
-                    f"{zipped.name} is missing: {manual}, or allow downloading (download=True)"
+                    f"{zipped.name} is missing: {manual}, "
+                    "or allow downloading (--download; download=True in Python)"
                 )
             download_file(ARCHIVE_URL.format(name=name), zipped, md5, manual_hint=manual)
         archives[name] = zipped

@@ -39,7 +39,9 @@ class TrainConfig:
     and ``backbone_options`` to the sampler and backbone factories (beside the task shape,
     which the engine passes itself). ``eval_every``, ``eval_tasks``: validation during
     training (0 = never); ``test_tasks``: the meta-test evaluation at the end (0 = none);
-    ``eval_queries``: query examples per class when evaluating.
+    ``eval_queries``: query examples per class when evaluating. ``minutes``: stop
+    training after this much wall time (validation included, summed over resumes) even
+    before ``iterations``; 0 = no limit.
     """
 
     algorithm: str = "maml"
@@ -50,6 +52,7 @@ class TrainConfig:
     queries: int | None = None
     meta_batch: int | None = None
     iterations: int = 60000
+    minutes: float = 0.0
     meta_lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
@@ -73,6 +76,8 @@ class TrainConfig:
         for name in ("eval_every", "eval_tasks", "test_tasks"):
             if getattr(self, name) < 0:
                 raise MetakitError(f"option {name} must be 0 or more, got {getattr(self, name)}")
+        if self.minutes < 0:
+            raise MetakitError(f"option minutes must be 0 (no limit) or more, got {self.minutes}")
         if self.meta_lr <= 0:
             raise MetakitError(f"option meta_lr must be positive, got {self.meta_lr}")
         if self.eval_every and not self.eval_tasks:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from metakit.engine.checkpoint import atomic_write
+from metakit.atomic_file import atomic_write
 from metakit.engine.config import TrainConfig
 from metakit.errors import MetakitError
 
@@ -28,7 +28,12 @@ RESUMABLE_CHANGES = (
     "test_tasks",
     "log_every",
     "checkpoint_every",
+    "minutes",
     "run_dir",
+    # Where the data is read from: the data fingerprint, checked separately, guards its content.
+    "sampler_options.data_dir",
+    "sampler_options.cache_dir",
+    "sampler_options.download",
 )
 
 
@@ -83,7 +88,8 @@ class RunDirectory:
         record = self.record()
         saved, given = _flat(record["config"]), _flat(config.to_dict())
         for name in sorted(set(saved) | set(given)):
-            if name.split(".")[0] not in RESUMABLE_CHANGES and saved.get(name) != given.get(name):
+            resumable = name in RESUMABLE_CHANGES or name.split(".")[0] in RESUMABLE_CHANGES
+            if not resumable and saved.get(name) != given.get(name):
                 raise MetakitError(
                     f"run dir {self.path} holds a different run ({name} is {json.dumps(saved.get(name))} "
                     f"there, {json.dumps(given.get(name))} here); choose another --run-dir"

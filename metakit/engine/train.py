@@ -37,6 +37,7 @@ from metakit.engine.config import TrainConfig
 from metakit.engine.evaluate import EvalResult, evaluate, summarize, task_scores
 from metakit.engine.progress import Progress
 from metakit.engine.run_dir import RunDirectory, default_run_dir
+from metakit.environment import cpu_model
 from metakit.errors import MetakitError
 
 TASK_SEED_OFFSET = 1_000_003
@@ -114,7 +115,7 @@ class _Trainer:
         stream = None if show else io.StringIO()
         started = time.monotonic() - self.wall_time
         with Progress(self.config.iterations, self.iteration, stream) as bar, _interruptible() as stop:
-            while self.iteration < self.config.iterations and not stop.is_set():
+            while not self._finished() and not stop.is_set():
                 self._step()
                 bar.update(self.iteration, self._figures())
                 self.wall_time = time.monotonic() - started
@@ -125,6 +126,10 @@ class _Trainer:
                     f"continue with: metakit train --resume --run-dir {self.directory.path}"
                 )
         return stop.is_set()
+
+    def _finished(self) -> bool:
+        out_of_time = self.config.minutes and self.wall_time >= 60 * self.config.minutes
+        return self.iteration >= self.config.iterations or bool(out_of_time)
 
     def _step(self) -> None:
         began = time.perf_counter()
@@ -155,7 +160,7 @@ class _Trainer:
 
     def _log_and_save(self, bar: Progress, stopping: bool) -> None:
         config, i = self.config, self.iteration
-        last = i == config.iterations
+        last = self._finished()
         validate = config.eval_every and (i % config.eval_every == 0 or last)
         line: dict[str, Any] = {}
         if i % config.log_every == 0 or last or validate or stopping:
@@ -234,7 +239,7 @@ class _Trainer:
 def _record(config: TrainConfig, device: torch.device, data: dict[str, Any]) -> dict[str, Any]:
     import metakit  # the package is fully imported by the time a run starts
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     environment = {
         "metakit": metakit.__version__,
         "torch": torch.__version__,
