@@ -1,10 +1,14 @@
 """The training engine: exact resume after Ctrl-C or a crash, the NaN guard, run-directory safety,
 checkpoint safety, and both evaluation protocols against plain reference loops."""
 
+import itertools
 import json
 import math
 import pickle
 import signal
+import sys
+import time
+import types
 
 import pytest
 import torch
@@ -250,3 +254,19 @@ def test_non_transductive_predictions_do_not_see_other_query_examples(tmp_path, 
     assert torch.allclose(alone[0][0], alone[1][0], atol=1e-6)
     assert torch.allclose(alone[0], torch.stack(one_by_one), atol=1e-6)
     assert not torch.allclose(jointly[0][0], jointly[1][0], atol=1e-3)
+
+
+def test_minutes_budget_stops_training_and_counts_across_resumes(tmp_path, monkeypatch):
+    """``minutes`` ends a run early, as finished (last checkpoint, final validation), and the
+    wall time already spent counts when the run is resumed with a larger budget."""
+    clock = itertools.count()  # the engine's wall clock: one second per reading
+    fake_time = types.SimpleNamespace(monotonic=lambda: float(next(clock)), perf_counter=time.perf_counter)
+    monkeypatch.setattr(sys.modules["metakit.engine.train"], "time", fake_time)
+    config = _config(tmp_path, iterations=1000, minutes=0.1, eval_every=4, checkpoint_every=50)
+    run = metakit.train(config, progress=False)
+    assert run.iteration == 6 and not run.interrupted
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["iteration"] == 6 and "validation_accuracy" in lines[-1]
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == 6
+    config = _config(tmp_path, iterations=1000, minutes=0.2, eval_every=4, checkpoint_every=50)
+    assert metakit.train(config, resume=True, progress=False).iteration == 12
