@@ -237,7 +237,22 @@ def _result(name, iterations, transductive=None, non_transductive=None):
     for key, value in (("transductive", transductive), ("non-transductive", non_transductive)):
         if value is not None:
             found[key] = EvalResult(
-                "accuracy", value[0], value[1], 0.1, 600, "test", key, 3, "best", value[2], 5, 1, 15, 0, "r", {}
+                "accuracy",
+                value[0],
+                value[1],
+                0.1,
+                600,
+                "test",
+                key,
+                3,
+                "best",
+                value[2],
+                5,
+                1,
+                15,
+                0,
+                "r",
+                {},
             )
     return CellResult(Cell(algorithm, setting, protocol), iterations, "cuda (H100)", 5400.0, found)
 

@@ -13,13 +13,7 @@ from metakit.cli import app
 SINUSOID = ["--sampler", "sinusoid", "--backbone", "mlp", "--shots", "5"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The networks are tiny: one thread is faster, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _invoke(*args):

@@ -43,13 +43,7 @@ class BlobSampler(TaskSampler):
         return TaskBatch(support_x, support_y.contiguous(), query_x, query_y.contiguous())
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: one thread is faster, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 if "test-blobs" not in samplers:
