@@ -105,3 +105,23 @@ def test_impossible_ways_for_the_split_is_a_one_line_error(
         result.stderr == "error: ways=1000 is more than the 864 classes of split 'train'; use ways <= 864\n"
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_show_tasks_draws_the_requested_grid(omniglot_dir, omniglot_cache_dir, tmp_path, monkeypatch):
+    """One column per label and, per task, ``shots`` support rows plus ``queries`` query rows."""
+    from PIL import Image
+
+    monkeypatch.setenv("METAKIT_CACHE_DIR", str(omniglot_cache_dir))
+    output = tmp_path / "tasks.png"
+    common = ["--data-dir", str(omniglot_dir), "--part", "test", "--rotation", "per-task"]
+    small = CliRunner().invoke(app, ["show-tasks", "--output", str(output), "--tasks", "1", *common])
+    assert small.exit_code == 0, small.stderr
+    narrow = Image.open(output).size
+    wide = CliRunner().invoke(
+        app,
+        ["show-tasks", "--output", str(output), "--tasks", "2", "--ways", "10", "--queries", "4", *common],
+    )
+    assert wide.exit_code == 0, wide.stderr
+    assert "2 10-way 1-shot tasks (test part)" in wide.stdout
+    width, height = Image.open(output).size
+    assert width > 1.8 * narrow[0] and height > 2 * narrow[1]
