@@ -39,20 +39,42 @@ def adapt(
     includes the Hessian-vector terms. First order detaches the inner
     gradients; that is the only difference between the two.
 
-    Written with ``torch.func.grad`` so that it composes with an outer
-    ``torch.func.grad`` and with ``torch.func.vmap`` over tasks.
+    Inside a ``torch.func`` transform (the vmap mapping) the inner gradient is
+    ``torch.func.grad``, which composes with ``vmap`` and an outer
+    ``torch.func.grad``. Outside one (the loop mapping, evaluation) it is
+    ``torch.autograd.grad``: the same numbers, without the 77 MB that the first
+    ``torch.func.grad`` call of a process adds by importing ``torch._dynamo``.
     """
 
     def support_loss(fast: dict[str, Tensor]) -> Tensor:
         return loss_fn(functional_call(model, {**frozen, **fast}, (x,)), y)
 
+    gradient = _functorch_gradient if _inside_functorch_transform() else _autograd_gradient
     fast = dict(params)
     for _ in range(steps):
-        grads = torch.func.grad(support_loss)(fast)
-        if first_order:
-            grads = {name: g.detach() for name, g in grads.items()}
+        grads = gradient(support_loss, fast, first_order)
         fast = {name: w - _step_size(lr, name) * grads[name] for name, w in fast.items()}
     return fast
+
+
+def _inside_functorch_transform() -> bool:
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def _functorch_gradient(loss_fn, weights: dict[str, Tensor], first_order: bool) -> dict[str, Tensor]:
+    grads = torch.func.grad(loss_fn)(weights)
+    return {name: g.detach() for name, g in grads.items()} if first_order else grads
+
+
+def _autograd_gradient(loss_fn, weights: dict[str, Tensor], first_order: bool) -> dict[str, Tensor]:
+    """``torch.autograd.grad`` of ``loss_fn(weights)``; weights that do not require grad
+    (detached, under ``torch.no_grad``) are differentiated from a fresh leaf."""
+    with torch.enable_grad():
+        weights = {name: w if w.requires_grad else w.detach().requires_grad_() for name, w in weights.items()}
+        grads = torch.autograd.grad(
+            loss_fn(weights), list(weights.values()), create_graph=not first_order, materialize_grads=True
+        )
+    return dict(zip(weights, grads))
 
 
 def _step_size(lr: InnerLR, name: str) -> float | Tensor:

@@ -1,5 +1,8 @@
 """MAML's meta-gradients against references written independently of metakit."""
 
+import subprocess
+import sys
+
 import higher
 import pytest
 import torch
@@ -151,3 +154,22 @@ def test_per_parameter_inner_learning_rates_are_differentiable():
     lowered = {n: (r - eps if n == name else r).detach() for n, r in rates.items()}
     numeric = (meta_objective(shifted) - meta_objective(lowered)) / (2 * eps)
     assert torch.allclose(grads[list(rates).index(name)].sum(), numeric, rtol=1e-5)
+
+
+def test_loop_mapping_and_evaluation_leave_torch_dynamo_unimported():
+    """The first ``torch.func.grad`` of a process imports ``torch._dynamo`` (77 MB here);
+    outside a vmap the inner loop uses ``torch.autograd.grad`` and must not pay for it."""
+    code = (
+        "import sys, torch, metakit\n"
+        "from metakit.bench.configs import CONFIGS\n"
+        "config = CONFIGS['paper-5w']\n"
+        "backbone = config.backbone(0, torch.float32, 'cpu')\n"
+        "batch = config.batch(0, torch.float32, 'cpu')\n"
+        "maml = metakit.create_algorithm(\n"
+        "    'maml', backbone=backbone, problem='classification', task_mapping='loop')\n"
+        "maml.meta_loss(batch)[0].backward()\n"
+        "maml.predict(maml.adapt(batch.support_x[0], batch.support_y[0]), batch.query_x[0])\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
