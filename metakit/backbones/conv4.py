@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from metakit.backbones.backbone import Backbone
+from metakit.backbones.max_pool import MaxPool2x2
 from metakit.registry import register_backbone
 
 
@@ -38,7 +39,7 @@ class Conv4(Backbone):
             ]
             # max-pool and ReLU commute (ReLU is monotone); pooling first runs the ReLU,
             # its backward and its double backward on a quarter of the activations.
-            blocks += [nn.ReLU()] if strided else [nn.MaxPool2d(2), nn.ReLU()]
+            blocks += [nn.ReLU()] if strided else [MaxPool2x2(), nn.ReLU()]
             size = (size + 1) // 2 if strided else size // 2
         self.strided = strided
         self.blocks = nn.Sequential(*blocks)
