@@ -98,16 +98,27 @@ def test_a_row_whose_gradient_differs_is_reported_wrong_and_not_timed():
 def test_suite_gates_and_times_every_row(monkeypatch):
     missing = rows.Row("learn2learn", True, peers.learn2learn_maml, requires="metakit_no_such_package")
     monkeypatch.setitem(rows.ROWS, "learn2learn", missing)
-    names = ("metakit-loop", "metakit-vmap-1st", "plain-loop", "learn2learn")
+    names = ("metakit-loop", "metakit-vmap-1st", "plain-loop", "plain-loop-metakit-conv4", "learn2learn")
     settings = SpeedSettings(configs=(TINY,), rows=names, iterations=2, warmup=1, output=None)
     suite = run_speed_suite(settings, progress=lambda line: None, launcher=_in_process)
     found = {r.row: r for r in suite.rows}
-    assert [r.status for r in suite.rows] == ["ok", "ok", "ok", "not installed"]
+    assert [r.status for r in suite.rows] == ["ok", "ok", "ok", "ok", "not installed"]
     assert found["metakit-loop"].gate_error is None
     assert found["metakit-vmap-1st"].gate_error < GATE_TOLERANCE
     assert found["plain-loop"].gate_error < GATE_TOLERANCE
-    assert all(len(found[name].times_ms) == 2 for name in names[:3])
+    assert found["plain-loop-metakit-conv4"].gate_error < GATE_TOLERANCE
+    assert all(len(found[name].times_ms) == 2 for name in names[:4])
     assert suite.matmul_gflops > 0
+
+
+def test_peers_textbook_conv4_is_metakits_conv4_in_the_textbook_order():
+    """Same parameters (so the same ``.grad``), torch's own ReLU and max-pool, ReLU first."""
+    backbone = TINY.backbone(0, torch.float64, "cpu")
+    textbook = peers.textbook_conv4(backbone)
+    assert [type(m).__name__ for m in textbook[:4]] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert {id(p) for p in textbook.parameters()} == {id(p) for p in backbone.parameters()}
+    x = torch.randn(6, 1, TINY.image_size, TINY.image_size, dtype=torch.float64)
+    torch.testing.assert_close(textbook(x), backbone(x), rtol=1e-12, atol=1e-12)
 
 
 def test_a_process_past_its_timeout_is_reported_not_waited_for():
@@ -129,6 +140,7 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
             _result("metakit-loop", [10.0, 12.0, 11.0], 100 * mb),
             _result("metakit-vmap", [30.0, 30.0, 30.0], 400 * mb, gate=3e-15),
             _result("plain-loop", [20.0, 25.0, 22.0], 50 * mb, gate=1e-14),
+            _result("plain-loop-metakit-conv4", [15.0, 15.0, 15.0], 40 * mb, gate=1e-14),
             _result("higher", [], None, gate=4e-3, status="WRONG"),
             _result("learn2learn", [], None, status="not installed"),
         ],
@@ -150,6 +162,9 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
     assert "| higher | 2nd | 4.0e-03 WRONG | WRONG | - |" in text
     assert "| learn2learn | 2nd | - | not installed | - |" in text
     assert "fastest peer (plain-loop) 22.0 ms: peer / metakit time 2.00;" in text
+    assert "vs lowest peer (plain-loop) 50 MB." in text
+    diagnostic = "plain-loop-metakit-conv4 (a peer on metakit's conv4): 15.0 ms, time / metakit 1.36."
+    assert diagnostic in text
 
     path = tmp_path / "docs" / "benchmarks.md"
     append_report(path, text)

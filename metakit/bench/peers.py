@@ -1,11 +1,13 @@
 """Peer implementations of one second-order MAML meta-iteration, written independently of metakit.
 
-Each builder takes the shared conv4 ``backbone`` and returns ``step(batch)``,
+Each builder takes a conv4 ``backbone`` and returns ``step(batch)``,
 which adds the meta-gradient ``(1/tasks) sum_i d L_query_i(adapt_i(theta)) / d theta``
 to the backbone's ``.grad``. All three take each task's backward pass as soon
 as its query loss exists, so only one task's graph is alive at a time (the
 strongest form of these loops; summing all task losses before one backward
-keeps every task's graph and needs several times the memory).
+keeps every task's graph and needs several times the memory). The suite runs
+them on ``textbook_conv4``: the network their users write, with metakit's
+weights.
 """
 
 from __future__ import annotations
@@ -14,16 +16,37 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call
 
-from metakit.backbones.backbone import Backbone
+from metakit.backbones.conv4 import Conv4
 from metakit.bench.configs import SpeedConfig
 from metakit.task_batch import TaskBatch
 
 MetaStep = Callable[[TaskBatch], None]
+PeerBuilder = Callable[[nn.Module, SpeedConfig], MetaStep]
 
 
-def plain_loop(backbone: Backbone, config: SpeedConfig) -> MetaStep:
+def textbook_conv4(backbone: Conv4) -> nn.Sequential:
+    """``backbone``'s own layers (so its parameters and their ``.grad``) in the order peer
+    code writes conv4, with torch's ReLU and max-pooling: [Conv2d, BatchNorm2d, ReLU,
+    MaxPool2d(2)] x 4 -> flatten -> Linear, as in learn2learn's OmniglotCNN and higher's
+    MAML example. The same function as metakit's conv4, which pools before its ReLU
+    through its own max-pool."""
+    convs = [m for m in backbone.blocks if isinstance(m, nn.Conv2d)]
+    norms = [m for m in backbone.blocks if isinstance(m, nn.BatchNorm2d)]
+    layers: list[nn.Module] = []
+    for conv, norm in zip(convs, norms):
+        layers += [conv, norm, nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*layers, nn.Flatten(), backbone.head)
+
+
+def on_textbook_conv4(build: PeerBuilder) -> PeerBuilder:
+    """``build`` run on ``textbook_conv4(backbone)`` instead of metakit's conv4."""
+    return lambda backbone, config: build(textbook_conv4(backbone), config)
+
+
+def plain_loop(backbone: nn.Module, config: SpeedConfig) -> MetaStep:
     """The style of most published PyTorch MAML code: a loop over tasks and inner steps,
     ``torch.autograd.grad(..., create_graph=True)`` for the inner gradients."""
     names = [name for name, _ in backbone.named_parameters()]
@@ -43,7 +66,7 @@ def plain_loop(backbone: Backbone, config: SpeedConfig) -> MetaStep:
     return step
 
 
-def higher_loop(backbone: Backbone, config: SpeedConfig) -> MetaStep:
+def higher_loop(backbone: nn.Module, config: SpeedConfig) -> MetaStep:
     """``higher.innerloop_ctx`` with its differentiable SGD, one context per task."""
     import higher
 
@@ -62,7 +85,7 @@ def higher_loop(backbone: Backbone, config: SpeedConfig) -> MetaStep:
     return step
 
 
-def learn2learn_maml(backbone: Backbone, config: SpeedConfig) -> MetaStep:
+def learn2learn_maml(backbone: nn.Module, config: SpeedConfig) -> MetaStep:
     """learn2learn's ``MAML`` wrapper: ``clone()`` per task, ``adapt(loss)`` per inner step."""
     import learn2learn
 

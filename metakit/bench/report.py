@@ -8,7 +8,7 @@ from pathlib import Path
 from metakit.bench.configs import SpeedConfig
 from metakit.bench.flops import meta_iteration_flops
 from metakit.bench.gate import GATE_TOLERANCE
-from metakit.bench.rows import is_metakit
+from metakit.bench.rows import ROWS
 from metakit.bench.speed import RowResult, SpeedSettings, SuiteResult
 
 MB = 2**20
@@ -36,7 +36,10 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
         "mapping is itself tested against independent references in `tests/test_maml_gradients.py`). "
         "GFLOP/s counts convolutions and the head (forward, backward, second-order terms; "
         "`metakit/bench/flops.py`). Ratios are this row over second-order metakit with the task mapping "
-        "that `auto` picks for images on this device (loop on CPU, vmap on CUDA).",
+        "that `auto` picks for images on this device (loop on CPU, vmap on CUDA). Peers run the conv4 "
+        "their users write ([Conv2d, BatchNorm2d, ReLU, MaxPool2d] x 4, torch's layers) with metakit's "
+        "weights; `plain-loop-metakit-conv4` is the plain loop on metakit's conv4, a diagnostic that "
+        "separates the network's share of a difference from the algorithm's.",
         "",
     ]
     for config in settings.configs:
@@ -98,18 +101,25 @@ def _gate(row: RowResult) -> str:
 
 
 def _summary(rows: list[RowResult], baseline: RowResult | None) -> list[str]:
-    peers = [r for r in rows if not is_metakit(r.row) and r.status == "ok"]
+    timed = [r for r in rows if r.status == "ok"]
+    peers = [r for r in timed if ROWS[r.row].role == "peer"]
     if baseline is None or not peers:
         return []
     fastest = min(peers, key=lambda r: r.median_ms)
     leanest = min(peers, key=lambda r: r.peak_rss_bytes)
     mb = baseline.peak_rss_bytes / MB, leanest.peak_rss_bytes / MB
     ratio = fastest.median_ms / baseline.median_ms
-    return [
+    lines = [
         f"metakit ({baseline.row}) {baseline.median_ms:.1f} ms vs fastest peer ({fastest.row}) "
         f"{fastest.median_ms:.1f} ms: peer / metakit time {ratio:.2f}; peak RSS "
         f"{mb[0]:.0f} MB vs lowest peer ({leanest.row}) {mb[1]:.0f} MB."
     ]
+    for row in (r for r in timed if ROWS[r.row].role == "diagnostic"):
+        lines.append(
+            f"Diagnostic {row.row} (a peer on metakit's conv4): {row.median_ms:.1f} ms, "
+            f"time / metakit {row.median_ms / baseline.median_ms:.2f}."
+        )
+    return lines
 
 
 def append_report(path: Path, text: str) -> None:

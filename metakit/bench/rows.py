@@ -18,12 +18,16 @@ from metakit.task_batch import TaskBatch
 class Row:
     """One implementation: ``build(backbone, config) -> step``; ``step(batch)`` adds the
     meta-gradient of ``batch`` to the backbone's ``.grad``. ``requires`` names a package
-    that must be importable (peers from optional extras)."""
+    that must be importable (peers from optional extras). ``role``: ``metakit``, ``peer``
+    (a peer as its users run it, on the textbook conv4), or ``diagnostic`` (a peer on
+    metakit's conv4, which separates the network's share of a difference from the
+    algorithm's; not counted as a peer)."""
 
     name: str
     second_order: bool
     build: Callable[[Backbone, SpeedConfig], MetaStep]
     requires: str | None = None
+    role: str = "peer"
 
     def installed(self) -> bool:
         return self.requires is None or importlib.util.find_spec(self.requires) is not None
@@ -55,16 +59,13 @@ def metakit_maml(mapping: str, first_order: bool) -> Callable[[Backbone, SpeedCo
 ROWS = {
     row.name: row
     for row in (
-        Row("metakit-loop", True, metakit_maml("loop", first_order=False)),
-        Row("metakit-vmap", True, metakit_maml("vmap", first_order=False)),
-        Row("metakit-loop-1st", False, metakit_maml("loop", first_order=True)),
-        Row("metakit-vmap-1st", False, metakit_maml("vmap", first_order=True)),
-        Row("plain-loop", True, peers.plain_loop),
-        Row("higher", True, peers.higher_loop, requires="higher"),
-        Row("learn2learn", True, peers.learn2learn_maml, requires="learn2learn"),
+        Row("metakit-loop", True, metakit_maml("loop", first_order=False), role="metakit"),
+        Row("metakit-vmap", True, metakit_maml("vmap", first_order=False), role="metakit"),
+        Row("metakit-loop-1st", False, metakit_maml("loop", first_order=True), role="metakit"),
+        Row("metakit-vmap-1st", False, metakit_maml("vmap", first_order=True), role="metakit"),
+        Row("plain-loop", True, peers.on_textbook_conv4(peers.plain_loop)),
+        Row("higher", True, peers.on_textbook_conv4(peers.higher_loop), requires="higher"),
+        Row("learn2learn", True, peers.on_textbook_conv4(peers.learn2learn_maml), requires="learn2learn"),
+        Row("plain-loop-metakit-conv4", True, peers.plain_loop, role="diagnostic"),
     )
 }
-
-
-def is_metakit(name: str) -> bool:
-    return name.startswith("metakit-")
