@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -36,23 +37,47 @@ class Hyperparameters:
                 f"{cls.__name__} has no option {', '.join(unknown)}; known: {', '.join(fields)}"
             )
         hints = typing.get_type_hints(cls)
-        return cls(**{name: _coerce(name, value, hints[name]) for name, value in values.items()})
+        return cls(**{name: json_value(name, value, hints[name]) for name, value in values.items()})
 
     @classmethod
     def from_json(cls: type[H], text: str) -> H:
         return cls.from_dict(json.loads(text))
 
 
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Accept what JSON can hold for ``hint`` (an int for a float, a list for a tuple)."""
-    origin = typing.get_origin(hint)
-    if origin is tuple:
+def json_value(name: str, value: Any, hint: Any) -> Any:
+    """``value`` (as JSON or TOML holds it) for an option ``name`` typed ``hint``: an int
+    is accepted for a float and a list for a tuple; a bool is not an int. Anything else
+    is a MetakitError naming the option and the types it takes."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = typing.get_args(hint) if union else (hint,)
+    for option in options:
+        try:
+            return _as_type(value, option)
+        except TypeError:
+            continue
+    expected = " or ".join(_type_name(option) for option in options)
+    raise MetakitError(f"option {name} must be {expected}, got {value!r}")
+
+
+def _as_type(value: Any, hint: Any) -> Any:
+    if hint is typing.Any or (hint is type(None) and value is None):
+        return value
+    if typing.get_origin(hint) is tuple:
         (item,) = {arg for arg in typing.get_args(hint) if arg is not Ellipsis}
         if not isinstance(value, (list, tuple)):
-            raise MetakitError(f"option {name} must be a list, got {value!r}")
-        return tuple(_coerce(name, v, item) for v in value)
+            raise TypeError
+        return tuple(_as_type(v, item) for v in value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is typing.Any or isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+    kind = typing.get_origin(hint) or hint
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
         return value
-    raise MetakitError(f"option {name} must be {hint.__name__}, got {value!r}")
+    raise TypeError
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is tuple:
+        return "a list"
+    return (typing.get_origin(hint) or hint).__name__

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import types
 import typing
 from pathlib import Path
 from typing import Any
 
 from metakit.errors import MetakitError
+from metakit.hyperparameters import json_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -118,7 +118,11 @@ class TrainConfig:
             raise MetakitError(
                 f"{source}: unknown option {', '.join(unknown)}; known: {', '.join(sorted(hints))}"
             )
-        return cls(**{name: _checked(source, name, value, hints[name]) for name, value in values.items()})
+        try:
+            checked = {name: json_value(name, value, hints[name]) for name, value in values.items()}
+        except MetakitError as error:
+            raise MetakitError(f"{source}: {error}") from None
+        return cls(**checked)
 
     def merged(self, overrides: dict[str, Any]) -> TrainConfig:
         """This config with the non-``None`` ``overrides`` applied; dict options are updated
@@ -146,16 +150,3 @@ def load_config(path: str | Path) -> TrainConfig:
     if not isinstance(values, dict):
         raise MetakitError(f"config file {path} must hold a table of options")
     return TrainConfig.from_dict(values, source=str(path))
-
-
-def _checked(source: str, name: str, value: Any, hint: Any) -> Any:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        allowed = tuple(typing.get_origin(arg) or arg for arg in typing.get_args(hint))
-    else:
-        allowed = (typing.get_origin(hint) or hint,)
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
-        return value
-    expected = " or ".join("null" if arg is type(None) else arg.__name__ for arg in allowed)
-    raise MetakitError(f"{source}: option {name} must be {expected}, got {value!r}")
