@@ -15,7 +15,15 @@ from metakit.bench.configs import SpeedConfig
 from metakit.bench.flops import layer_flops, meta_iteration_flops
 from metakit.bench.gate import GATE_TOLERANCE, gate_error
 from metakit.bench.report import append_report, format_report
-from metakit.bench.speed import RowResult, SpeedSettings, SuiteResult, launch, run_row, run_speed_suite
+from metakit.bench.speed import (
+    MALLOC_TUNABLES,
+    RowResult,
+    SpeedSettings,
+    SuiteResult,
+    launch,
+    run_row,
+    run_speed_suite,
+)
 from metakit.bench.worker import run_job
 
 TINY = SpeedConfig(
@@ -121,6 +129,12 @@ def test_peers_textbook_conv4_is_metakits_conv4_in_the_textbook_order():
     torch.testing.assert_close(textbook(x), backbone(x), rtol=1e-12, atol=1e-12)
 
 
+def test_every_process_runs_with_the_same_malloc_tunables(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    found = launch({"job": "machine", "device": "cpu", "threads": 1}, SpeedSettings())
+    assert found["machine"]["malloc"] == MALLOC_TUNABLES
+
+
 def test_a_process_past_its_timeout_is_reported_not_waited_for():
     settings = SpeedSettings(timeout_s=0.05)
     assert run_row(TINY, "metakit-loop", settings, launch).status == "timeout"
@@ -134,7 +148,7 @@ def _result(row, times, rss, gate=None, status="ok", second_order=True):
 def test_table_writer_writes_what_it_is_given(tmp_path):
     mb = 2**20
     suite = SuiteResult(
-        {"torch": "9.9", "cpu": "Test CPU", "cpus": 2, "threads": 2, "device": "cpu"},
+        {"torch": "9.9", "cpu": "Test CPU", "cpus": 2, "threads": 2, "device": "cpu", "malloc": "m=1"},
         100.0,
         [
             _result("metakit-loop", [10.0, 12.0, 11.0], 100 * mb),
@@ -151,8 +165,8 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
     assert "## Speed and memory, 2026-01-02 (under load)" in text
     assert "Command: `metakit x`" in text
     assert (
-        "Test CPU (2 logical CPUs); torch 9.9; 2 thread(s); device cpu. fp32 matmul (2048 x 2048): 100.0"
-        in text
+        "Test CPU (2 logical CPUs); torch 9.9; 2 thread(s); device cpu; malloc: m=1. "
+        "fp32 matmul (2048 x 2048): 100.0" in text
     )
     assert "| metakit-loop | 2nd | reference | 11.0 | 10.0-12.0 | 100 |" in text
     assert (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -11,13 +12,15 @@ from metakit.environment import cpu_model
 
 
 def describe(device: str) -> dict[str, str | int]:
-    """Torch version, CPU model, logical CPU count, torch's thread count, and the GPU if used."""
+    """Torch version, CPU model, logical CPU count, torch's thread count, the glibc malloc
+    tunables in force, and the GPU if used."""
     found: dict[str, str | int] = {
         "torch": torch.__version__,
         "cpu": cpu_model(),
         "cpus": torch.multiprocessing.cpu_count(),
         "threads": torch.get_num_threads(),
         "device": device,
+        "malloc": os.environ.get("GLIBC_TUNABLES", "glibc defaults"),
     }
     if device.startswith("cuda"):
         found["gpu"] = torch.cuda.get_device_name(torch.device(device))

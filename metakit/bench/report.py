@@ -26,7 +26,7 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
         f"Command: `{settings.command}`" if settings.command else "",
         "",
         f"Machine: {machine['cpu']} ({machine['cpus']} logical CPUs){gpu}; torch {machine['torch']}; "
-        f"{machine['threads']} thread(s); device {machine['device']}. "
+        f"{machine['threads']} thread(s); device {machine['device']}; malloc: {machine.get('malloc', '-')}. "
         f"fp32 matmul (2048 x 2048): {suite.matmul_gflops:.1f} GFLOP/s.",
         "",
         f"Median of {settings.iterations} meta-iterations after {settings.warmup} warm-up, one process per "

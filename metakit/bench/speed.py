@@ -5,11 +5,19 @@ meta-gradient with metakit's (loop mapping, same order; the metakit loop rows
 are that reference); a row that differs is reported ``WRONG`` and not timed.
 Then a ``time`` process measures it. A process that runs past the timeout or
 the memory limit is reported as ``timeout`` or ``out of memory``, never waited for.
+
+Every process runs with the same glibc malloc settings, ``MALLOC_TUNABLES``.
+With glibc's adaptive defaults, whether a freed activation goes back to the
+OS (and is page-faulted in again at the next meta-iteration) depends on the
+order of earlier allocations: the same row moved by up to 30% between
+processes here (metakit's loop 2.0-2.8 s in configuration A), and the rows
+did not move together. Fixed thresholds keep freed blocks for reuse.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -28,6 +36,10 @@ from metakit.bench.rows import ROWS
 from metakit.errors import MetakitError
 
 REFERENCE_ROWS = ("metakit-loop", "metakit-loop-1st")
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+"""Blocks up to 32 MiB come from the heap, and up to 1 GiB of free heap is kept
+rather than returned to the OS. Ignored where the C library is not glibc; a
+``GLIBC_TUNABLES`` already in the environment is kept instead."""
 
 
 @dataclass
@@ -113,6 +125,7 @@ def launch(job: dict[str, Any], settings: SpeedSettings) -> dict[str, Any]:
         done = subprocess.run(
             [sys.executable, "-m", "metakit.bench.worker"],
             input=json.dumps(job),
+            env={"GLIBC_TUNABLES": MALLOC_TUNABLES, **os.environ},
             capture_output=True,
             text=True,
             timeout=settings.timeout_s,
