@@ -87,7 +87,7 @@ def _assert_close(found, expected, rtol=1e-10):
 @pytest.mark.parametrize("setup", ["conv4", "mlp", "mlp-bn"])
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("first_order", [False, True])
-@pytest.mark.parametrize("mapping", ["loop", "vmap"])
+@pytest.mark.parametrize("mapping", ["loop", "threads", "vmap"])
 def test_meta_gradient_equals_plain_autograd_reference(setup, steps, first_order, mapping):
     algorithm, batch = _build(
         setup, inner_lr=0.3, inner_steps=steps, first_order=first_order, task_mapping=mapping

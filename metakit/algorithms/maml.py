@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from metakit.task_mapping import check_mapping, mapped_meta_loss
 class MAMLHyperparameters(Hyperparameters):
     """``inner_lr``/``inner_steps``: the inner SGD; ``eval_inner_steps``: steps when
     adapting at evaluation; ``first_order``: drop second derivatives (FOMAML);
-    ``task_mapping``: ``auto``, ``loop`` or ``vmap`` over the tasks of a batch."""
+    ``task_mapping``: ``auto``, ``loop``, ``threads`` or ``vmap`` over the tasks of a batch."""
 
     inner_lr: float = 0.4
     inner_steps: int = 1
@@ -59,7 +60,12 @@ class MAML(Algorithm):
 
     def meta_loss(self, batch: TaskBatch) -> tuple[Tensor, dict[str, Tensor]]:
         params = dict(self.backbone.named_parameters())
-        return mapped_meta_loss(self._task_objective, params, batch, self.hparams.task_mapping)
+        return mapped_meta_loss(
+            self._task_objective, params, batch, self.hparams.task_mapping, replicate=self._replica_objective
+        )
+
+    def _replica_objective(self):
+        return copy.deepcopy(self)._task_objective
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> dict[str, Tensor]:
         params = {name: p.detach() for name, p in self.backbone.named_parameters()}

@@ -1,0 +1,71 @@
+"""The task mappings' bookkeeping: which threads run which tasks, failures, and the choice of ``auto``."""
+
+import threading
+
+import pytest
+import torch
+
+from metakit import TaskBatch
+from metakit.task_mapping import mapped_meta_loss, resolve_mapping
+
+
+def _batch(tasks: int, image: bool = True) -> TaskBatch:
+    shape = (tasks, 2, 1, 4, 4) if image else (tasks, 2, 1)
+    x = torch.arange(tasks, dtype=torch.float64).view(-1, *[1] * (len(shape) - 1)).expand(shape)
+    y = torch.zeros(tasks, 2, dtype=torch.long)
+    return TaskBatch(x.contiguous(), y, x.contiguous(), y)
+
+
+class _Recorder:
+    """A task objective ``w * task_index^2``: gradient ``task_index^2``, metric ``task_index``."""
+
+    def __init__(self, seen: dict[int, int], fail_on: int | None = None):
+        self.seen, self.fail_on = seen, fail_on
+
+    def __call__(self, params, support_x, support_y, query_x, query_y):
+        task = int(support_x.flatten()[0])
+        self.seen[task] = threading.get_ident()
+        if task == self.fail_on:
+            raise ValueError(f"task {task} failed")
+        return params["w"].sum() * task**2, {"task": torch.tensor(float(task))}
+
+
+@pytest.fixture
+def three_torch_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_split_tasks_over_torch_threads_and_restore_the_count(three_torch_threads):
+    seen: dict[int, int] = {}
+    w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    loss, metrics = mapped_meta_loss(
+        _Recorder(seen), {"w": w}, _batch(7), "threads", replicate=lambda: _Recorder(seen)
+    )
+    loss.backward()
+    expected = sum(t**2 for t in range(7)) / 7
+    assert torch.allclose(w.grad, torch.full((2,), float(expected), dtype=torch.float64))
+    assert metrics["task"].item() == pytest.approx(3.0)
+    assert len(set(seen.values())) == 3
+    assert [seen[t] for t in range(3)] == [seen[t] for t in range(3, 6)]
+    assert torch.get_num_threads() == 3
+
+
+def test_a_failing_task_in_a_worker_thread_raises_in_the_caller(three_torch_threads):
+    seen: dict[int, int] = {}
+    w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="task 4 failed"):
+        mapped_meta_loss(
+            _Recorder(seen), {"w": w}, _batch(6), "threads", replicate=lambda: _Recorder(seen, fail_on=4)
+        )
+    assert torch.get_num_threads() == 3
+
+
+def test_auto_is_threads_for_images_on_a_multithreaded_cpu(three_torch_threads):
+    assert resolve_mapping("auto", _batch(4)) == "threads"
+    assert resolve_mapping("auto", _batch(1)) == "loop"
+    assert resolve_mapping("auto", _batch(4, image=False)) == "vmap"
+    torch.set_num_threads(1)
+    assert resolve_mapping("auto", _batch(4)) == "loop"
