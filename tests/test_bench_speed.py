@@ -151,7 +151,8 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
         {"torch": "9.9", "cpu": "Test CPU", "cpus": 2, "threads": 2, "device": "cpu", "malloc": "m=1"},
         100.0,
         [
-            _result("metakit-loop", [10.0, 12.0, 11.0], 100 * mb),
+            _result("metakit-loop", [14.0, 14.0, 14.0], 90 * mb),
+            _result("metakit-threads", [10.0, 12.0, 11.0], 100 * mb, gate=0.0),
             _result("metakit-vmap", [30.0, 30.0, 30.0], 400 * mb, gate=3e-15),
             _result("plain-loop", [20.0, 25.0, 22.0], 50 * mb, gate=1e-14),
             _result("plain-loop-metakit-conv4", [15.0, 15.0, 15.0], 40 * mb, gate=1e-14),
@@ -168,7 +169,9 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
         "Test CPU (2 logical CPUs); torch 9.9; 2 thread(s); device cpu; malloc: m=1. "
         "fp32 matmul (2048 x 2048): 100.0" in text
     )
-    assert "| metakit-loop | 2nd | reference | 11.0 | 10.0-12.0 | 100 |" in text
+    assert "| metakit-loop | 2nd | reference | 14.0 | 14.0-14.0 | 90 |" in text
+    assert "| metakit-threads | 2nd | 0.0e+00 | 11.0 | 10.0-12.0 | 100 |" in text
+    assert "metakit (metakit-threads) 11.0 ms vs fastest peer" in text
     assert (
         f"| plain-loop | 2nd | 1.0e-14 | 22.0 | 20.0-25.0 | 50 | {gflops:.1f} ({gflops:.0f}%) | 2.00 | 0.50 |"
         in text

@@ -36,7 +36,8 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
         "mapping is itself tested against independent references in `tests/test_maml_gradients.py`). "
         "GFLOP/s counts convolutions and the head (forward, backward, second-order terms; "
         "`metakit/bench/flops.py`). Ratios are this row over second-order metakit with the task mapping "
-        "that `auto` picks for images on this device (loop on CPU, vmap on CUDA). Peers run the conv4 "
+        "that `auto` picks for images on this machine (threads on a CPU with more than one torch thread, "
+        "vmap on CUDA). Peers run the conv4 "
         "their users write ([Conv2d, BatchNorm2d, ReLU, MaxPool2d] x 4, torch's layers) with metakit's "
         "weights; `plain-loop-metakit-conv4` is the plain loop on metakit's conv4, a diagnostic that "
         "separates the network's share of a difference from the algorithm's.",
@@ -44,17 +45,17 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
     ]
     for config in settings.configs:
         rows = [r for r in suite.rows if r.config == config.name]
-        lines += _config_table(config, rows, suite.matmul_gflops, machine["device"])
+        lines += _config_table(config, rows, suite.matmul_gflops, machine)
     return "\n".join(lines) + "\n"
 
 
-def _config_table(config: SpeedConfig, rows: list[RowResult], matmul: float, device: str) -> list[str]:
-    cuda = device != "cpu"
+def _config_table(config: SpeedConfig, rows: list[RowResult], matmul: float, machine: dict) -> list[str]:
+    cuda = machine["device"] != "cpu"
     second, first = (meta_iteration_flops(config, order) / 1e9 for order in (True, False))
     header = ["row", "order", "gate", "median ms", "min-max ms", "peak RSS MB"]
     header += ["peak CUDA MB"] if cuda else []
     header += ["GFLOP/s (of matmul)", "time / metakit", "RSS / metakit"]
-    baseline = _baseline(rows, device)
+    baseline = _baseline(rows, machine)
     table = [
         f"### {config.name}: {config.describe()}",
         "",
@@ -67,10 +68,14 @@ def _config_table(config: SpeedConfig, rows: list[RowResult], matmul: float, dev
     return table + ["", *_summary(rows, baseline), ""]
 
 
-def _baseline(rows: list[RowResult], device: str) -> RowResult | None:
+def _baseline(rows: list[RowResult], machine: dict) -> RowResult | None:
     """The second-order metakit row that ``task_mapping="auto"`` runs for image tasks on
-    ``device`` (a loop on the CPU, vmap on CUDA), if it was timed."""
-    name = "metakit-loop" if device == "cpu" else "metakit-vmap"
+    this machine (vmap on CUDA; on the CPU threads, or a loop with one torch thread), if
+    it was timed."""
+    if machine["device"] != "cpu":
+        name = "metakit-vmap"
+    else:
+        name = "metakit-threads" if machine["threads"] > 1 else "metakit-loop"
     return next((r for r in rows if r.row == name and r.status == "ok"), None)
 
 

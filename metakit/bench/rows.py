@@ -60,8 +60,10 @@ ROWS = {
     row.name: row
     for row in (
         Row("metakit-loop", True, metakit_maml("loop", first_order=False), role="metakit"),
+        Row("metakit-threads", True, metakit_maml("threads", first_order=False), role="metakit"),
         Row("metakit-vmap", True, metakit_maml("vmap", first_order=False), role="metakit"),
         Row("metakit-loop-1st", False, metakit_maml("loop", first_order=True), role="metakit"),
+        Row("metakit-threads-1st", False, metakit_maml("threads", first_order=True), role="metakit"),
         Row("metakit-vmap-1st", False, metakit_maml("vmap", first_order=True), role="metakit"),
         Row("plain-loop", True, peers.on_textbook_conv4(peers.plain_loop)),
         Row("higher", True, peers.on_textbook_conv4(peers.higher_loop), requires="higher"),
