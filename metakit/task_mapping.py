@@ -66,8 +66,9 @@ def mapped_meta_loss(
     meta-gradients; ``metrics`` are the per-task metrics averaged over tasks
     (detached). The ``threads`` mapping calls ``replicate()`` for an objective
     of its own per worker thread (``functional_call`` swaps a module's
-    parameters while it runs, so two threads must not share a module); without
-    ``replicate`` it runs as ``loop``.
+    parameters while it runs, so two threads must not share a module); a
+    replica must take every tensor it differentiates from ``params``, never
+    from its own (copied) state. Without ``replicate`` it runs as ``loop``.
     """
     resolved = resolve_mapping(mapping, batch)
     if resolved == "vmap":
