@@ -6,12 +6,17 @@ import torch
 
 
 @pytest.fixture
-def one_thread():
-    """For tests of tiny networks: one thread is faster, and much faster on a loaded machine."""
+def torch_threads():
+    """``torch_threads(n)`` sets torch's thread count for the rest of the test; restored after it."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
+    yield torch.set_num_threads
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread(torch_threads):
+    """For tests of tiny networks: one thread is faster, and much faster on a loaded machine."""
+    torch_threads(1)
 
 
 @pytest.fixture(autouse=True)

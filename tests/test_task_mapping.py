@@ -31,11 +31,8 @@ class _Recorder:
 
 
 @pytest.fixture
-def three_torch_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(3)
-    yield
-    torch.set_num_threads(before)
+def three_torch_threads(torch_threads):
+    torch_threads(3)
 
 
 def test_threads_split_tasks_over_torch_threads_and_restore_the_count(three_torch_threads):
