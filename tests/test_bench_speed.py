@@ -5,6 +5,7 @@ import datetime
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
@@ -120,10 +121,10 @@ def test_suite_gates_and_times_every_row(monkeypatch):
 
 
 def test_peers_textbook_conv4_is_metakits_conv4_in_the_textbook_order():
-    """Same parameters (so the same ``.grad``), torch's own ReLU and max-pool, ReLU first."""
+    """Same parameters (so the same ``.grad``), torch's own BatchNorm, ReLU and max-pool, ReLU first."""
     backbone = TINY.backbone(0, torch.float64, "cpu")
     textbook = peers.textbook_conv4(backbone)
-    assert [type(m).__name__ for m in textbook[:4]] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert [type(m) for m in textbook[:4]] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d]
     assert {id(p) for p in textbook.parameters()} == {id(p) for p in backbone.parameters()}
     x = torch.randn(6, 1, TINY.image_size, TINY.image_size, dtype=torch.float64)
     torch.testing.assert_close(textbook(x), backbone(x), rtol=1e-12, atol=1e-12)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from metakit.backbones.backbone import Backbone
+from metakit.backbones.batch_norm import BatchNorm2d
 from metakit.backbones.max_pool import MaxPool2x2
 from metakit.registry import register_backbone
 
@@ -35,7 +36,7 @@ class Conv4(Backbone):
             stride = 2 if strided else 1
             blocks += [
                 nn.Conv2d(channels, hidden, 3, stride=stride, padding=1),
-                nn.BatchNorm2d(hidden, track_running_stats=False),
+                BatchNorm2d(hidden, track_running_stats=False),
             ]
             # max-pool and ReLU commute (ReLU is monotone); pooling first runs the ReLU,
             # its backward and its double backward on a quarter of the activations.
