@@ -19,12 +19,12 @@ def _batch(tasks: int, image: bool = True) -> TaskBatch:
 class _Recorder:
     """A task objective ``w * task_index^2``: gradient ``task_index^2``, metric ``task_index``."""
 
-    def __init__(self, seen: dict[int, int], fail_on: int | None = None):
+    def __init__(self, seen: dict[int, str], fail_on: int | None = None):
         self.seen, self.fail_on = seen, fail_on
 
     def __call__(self, params, support_x, support_y, query_x, query_y):
         task = int(support_x.flatten()[0])
-        self.seen[task] = threading.get_ident()
+        self.seen[task] = threading.current_thread().name  # unique, unlike idents
         if task == self.fail_on:
             raise ValueError(f"task {task} failed")
         return params["w"].sum() * task**2, {"task": torch.tensor(float(task))}
@@ -36,7 +36,7 @@ def three_torch_threads(torch_threads):
 
 
 def test_threads_split_tasks_over_torch_threads_and_restore_the_count(three_torch_threads):
-    seen: dict[int, int] = {}
+    seen: dict[int, str] = {}
     w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     loss, metrics = mapped_meta_loss(
         _Recorder(seen), {"w": w}, _batch(7), "threads", replicate=lambda: _Recorder(seen)
@@ -51,7 +51,7 @@ def test_threads_split_tasks_over_torch_threads_and_restore_the_count(three_torc
 
 
 def test_a_failing_task_in_a_worker_thread_raises_in_the_caller(three_torch_threads):
-    seen: dict[int, int] = {}
+    seen: dict[int, str] = {}
     w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     with pytest.raises(ValueError, match="task 4 failed"):
         mapped_meta_loss(
