@@ -84,6 +84,9 @@ def train_command(
         bool | None, typer.Option("--download/--no-download", help="fetch a missing dataset (default: yes)")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: auto)")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp32, or bf16 autocast for training (default: fp32)")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="(default: 0)")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="(default: runs/<name>-<time>)")] = None,
     config: Annotated[Path | None, typer.Option(help="a TOML file of these options")] = None,
@@ -110,6 +113,7 @@ def train_command(
         "minutes": minutes,
         "meta_lr": meta_lr,
         "device": device,
+        "precision": precision,
         "seed": seed,
         "run_dir": None if run_dir is None else str(run_dir),
         "eval_every": eval_every,

@@ -105,8 +105,12 @@ def _threaded(
     thread ``i mod threads``, each running torch on one thread. On a 2-core CPU this
     was 1.2x faster than one loop on two intra-op threads, which idle through the
     many small operations of a few-shot task. Results do not depend on scheduling:
-    each thread sums its tasks in order, and the sums are added in thread order."""
+    each thread sums its tasks in order, and the sums are added in thread order. The
+    caller's autocast state (thread-local in torch) is set in every thread."""
     torch_threads = torch.get_num_threads()
+    device = batch.support_x.device.type
+    autocast = {"device_type": device, "enabled": torch.is_autocast_enabled(device)}
+    autocast["dtype"] = torch.get_autocast_dtype(device)
     workers = min(torch_threads, batch.num_tasks)
     objectives = [objective] + [replicate() for _ in range(workers - 1)]
     leaves = _leaves(params)
@@ -117,7 +121,8 @@ def _threaded(
         torch.set_num_threads(1)
         try:
             tasks = range(worker, batch.num_tasks, workers)
-            parts[worker] = _accumulate(objectives[worker], leaves, batch, tasks)
+            with torch.autocast(**autocast):
+                parts[worker] = _accumulate(objectives[worker], leaves, batch, tasks)
         except BaseException as error:  # re-raised in the calling thread
             failures.append(error)
 

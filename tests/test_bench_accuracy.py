@@ -211,8 +211,15 @@ def test_a_run_dir_of_another_run_or_without_checkpoint_is_refused_and_kept(tmp_
     record = stranger.record()
     record["config"]["ways"] = 20
     stranger.config_file.write_text(json.dumps(record))
-    with pytest.raises(MetakitError, match=r"holds another run \(maml on conv4, 20w1s, omniglot maml-1200"):
+    with pytest.raises(
+        MetakitError, match=r"holds another run \(maml on conv4 in fp32, 20w1s, omniglot maml-1200"
+    ):
         run_accuracy_suite(dataclasses.replace(settings, root=tmp_path / "elsewhere"), log=_quiet)
+    record["config"] |= {"ways": 5, "precision": "bf16"}
+    stranger.config_file.write_text(json.dumps(record))
+    with pytest.raises(MetakitError, match=r"holds another run \(maml on conv4 in bf16, 5w1s"):
+        run_accuracy_suite(dataclasses.replace(settings, root=tmp_path / "elsewhere"), log=_quiet)
+    record["config"]["precision"] = "fp32"
     stranger.checkpoint("last").unlink()
     record["config"]["ways"] = 5
     stranger.config_file.write_text(json.dumps(record))

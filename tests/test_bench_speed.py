@@ -157,6 +157,7 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
             _result("metakit-vmap", [30.0, 30.0, 30.0], 400 * mb, gate=3e-15),
             _result("plain-loop", [20.0, 25.0, 22.0], 50 * mb, gate=1e-14),
             _result("plain-loop-metakit-conv4", [15.0, 15.0, 15.0], 40 * mb, gate=1e-14),
+            _result("metakit-bf16", [8.0, 8.0, 8.0], 70 * mb, gate=0.0),
             _result("higher", [], None, gate=4e-3, status="WRONG"),
             _result("learn2learn", [], None, status="not installed"),
         ],
@@ -183,6 +184,7 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
     assert "vs lowest peer (plain-loop) 50 MB." in text
     diagnostic = "plain-loop-metakit-conv4 (a peer on metakit's conv4): 15.0 ms, time / metakit 1.36."
     assert diagnostic in text
+    assert "metakit in bf16 autocast (metakit-bf16) 8.0 ms: peer / metakit time 2.75; peak RSS 70 MB." in text
 
     path = tmp_path / "docs" / "benchmarks.md"
     append_report(path, text)

@@ -111,6 +111,7 @@ ERRORS = [
         "sampler 'sinusoid' has no option convention; its options: amplitude, phase, x_range",
     ),
     (["train", "maml", *SINUSOID, "--ways", "0"], "option ways must be at least 1, got 0"),
+    (["train", "maml", *SINUSOID, "--precision", "fp16"], "unknown precision 'fp16'; use one of fp32, bf16"),
     (["train", "--config", "{tmp}/missing.toml"], "cannot read config file {tmp}/missing.toml: No such file"),
     (
         ["eval", "{run}", "--protocol", "inductive"],

@@ -264,3 +264,16 @@ def test_minutes_budget_stops_training_and_counts_across_resumes(tmp_path, monke
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == 6
     config = _config(tmp_path, iterations=1000, minutes=0.2, eval_every=4, checkpoint_every=50)
     assert metakit.train(config, resume=True, progress=False).iteration == 12
+
+
+def test_bf16_training_autocasts_the_meta_loss_and_keeps_float32_weights(tmp_path):
+    fp32 = metakit.train(_config(tmp_path, "fp32", iterations=2, eval_every=0), progress=False)
+    bf16 = metakit.train(
+        _config(tmp_path, "bf16", iterations=2, eval_every=0, precision="bf16"), progress=False
+    )
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["config"]["precision"] == "bf16"
+    assert all(p.dtype == torch.float32 for p in bf16.algorithm.parameters())
+    difference = max(
+        (a - b).abs().max().item() for a, b in zip(_params(fp32).values(), _params(bf16).values())
+    )
+    assert difference > 1e-6

@@ -79,15 +79,18 @@ class _BatchNormBackward(torch.autograd.Function):
         dy, x, weight, mean, invstd = ctx.saved_tensors
         dims = [d for d in range(x.dim()) if d != 1]
         count = x.numel() // x.shape[1]
+        channel_dtype = mean.dtype  # float32 for bfloat16 activations (autocast)
 
         def per_channel(values: Tensor) -> Tensor:
-            return values.view(1, -1, *([1] * (x.dim() - 2)))
+            return values.to(x.dtype).view(1, -1, *([1] * (x.dim() - 2)))
 
         x_hat = torch.addcmul(per_channel(-mean * invstd), x, per_channel(invstd))
         b_gdx, sum_gdx_xhat, sum_gdx = _fused_backward(g_dx, x, weight, mean, invstd, [True, True, True])
-        sum_dy = dy.sum(dims)
-        sum_dy_xhat = (dy * x_hat).sum(dims)
-        centred = (g_dx * dy).sum(dims) - (sum_gdx * sum_dy + sum_gdx_xhat * sum_dy_xhat) / count
+        sum_dy = dy.sum(dims, dtype=channel_dtype)
+        sum_dy_xhat = (dy * x_hat).sum(dims, dtype=channel_dtype)
+        centred = (g_dx * dy).sum(dims, dtype=channel_dtype) - (
+            sum_gdx * sum_dy + sum_gdx_xhat * sum_dy_xhat
+        ) / count
         scale = weight * invstd / count
         grad_dy = b_gdx + per_channel(g_dbias) + x_hat * per_channel(g_dweight)
         g_xhat = dy * per_channel(g_dweight - scale * sum_gdx_xhat) - g_dx * per_channel(scale * sum_dy_xhat)

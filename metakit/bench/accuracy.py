@@ -31,6 +31,7 @@ from metakit.engine.config import PAPER_SETTINGS
 from metakit.engine.evaluate import PROTOCOLS as EVAL_PROTOCOLS
 from metakit.engine.run_dir import RunDirectory
 from metakit.errors import MetakitError
+from metakit.precision import check_precision
 
 FULL_BUDGET = 60000  # the MAML paper's meta-iterations
 EVAL_SEED = 0  # the same test tasks for every run
@@ -98,6 +99,7 @@ class AccuracySettings:
     device: str = "auto"
     eval_tasks: int = 600
     seed: int = 0
+    precision: str = TrainConfig.precision
     backbone: str = TrainConfig.backbone
     table_only: bool = False
     output: Path | None = Path("docs/benchmarks.md")
@@ -111,6 +113,7 @@ class AccuracySettings:
         if self.root.exists() and not self.root.is_dir():
             raise MetakitError(f"--root {self.root} is a file; give a folder for the cells' run directories")
         resolve_device(self.device)
+        check_precision(self.precision)
 
     def config(self, cell: Cell) -> TrainConfig:
         """The cell's run: the engine's defaults (the paper's hyperparameters for the number of
@@ -128,6 +131,7 @@ class AccuracySettings:
             iterations=self.budget,
             seed=self.seed,
             device=self.device,
+            precision=self.precision,
             test_tasks=0,
             run_dir=str(self.root / cell.name),
             sampler_options=options,
@@ -215,14 +219,15 @@ def _trained(directory: RunDirectory, expected: TrainConfig) -> tuple[int, float
     if not directory.config_file.exists():
         return None
     saved = directory.config()
-    fields = ("algorithm", "backbone", "sampler", "ways", "shots")
+    fields = ("algorithm", "backbone", "sampler", "ways", "shots", "precision")
     options = ("convention", "rotation")
     if any(getattr(saved, f) != getattr(expected, f) for f in fields) or any(
         saved.sampler_options.get(o) != expected.sampler_options[o] for o in options
     ):
         raise MetakitError(
-            f"run dir {directory.path} holds another run ({saved.algorithm} on {saved.backbone}, "
-            f"{saved.ways}w{saved.shots}s, {saved.sampler} {saved.sampler_options.get('convention')}, "
+            f"run dir {directory.path} holds another run ({saved.algorithm} on {saved.backbone} in "
+            f"{saved.precision}, {saved.ways}w{saved.shots}s, {saved.sampler} "
+            f"{saved.sampler_options.get('convention')}, "
             f"rotation {saved.sampler_options.get('rotation')}); move it away or choose another --root"
         )
     last = directory.checkpoint("last")
@@ -304,7 +309,8 @@ def _protocol_text(settings: AccuracySettings) -> str:
     )
     defaults = TrainConfig()
     return (
-        f"Training: {settings.backbone}, Adam {defaults.meta_lr}, seed {settings.seed}, queries = shots, "
+        f"Training: {settings.backbone}, {settings.precision}, Adam {defaults.meta_lr}, "
+        f"seed {settings.seed}, queries = shots, "
         f"the MAML paper's settings per ways ({per_ways}); `paper` = maml-1200 split with each class "
         "of a task rotated by a random multiple of 90 degrees, `official` = background/evaluation "
         f"split, no rotations (validation classes held out of training in both). The checkpoint "

@@ -25,6 +25,7 @@ from metakit.bench.report import append_report, format_report
 from metakit.bench.rows import ROWS
 from metakit.bench.speed import SpeedSettings, run_speed_suite
 from metakit.errors import MetakitError
+from metakit.precision import PRECISIONS
 
 bench_app = typer.Typer(no_args_is_help=True)
 DEFAULT_CONFIGS = list(CONFIGS)
@@ -110,6 +111,9 @@ def omniglot(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     eval_tasks: Annotated[int, typer.Option(help="Test tasks per evaluation.")] = 600,
     seed: Annotated[int, typer.Option(help="Training seed of every cell.")] = 0,
+    precision: Annotated[
+        str, typer.Option(help=f"Training precision: {', '.join(PRECISIONS)} (evaluation: fp32).")
+    ] = "fp32",
     table_only: Annotated[
         bool, typer.Option("--table-only", help="Neither train nor evaluate: table what the runs hold.")
     ] = False,
@@ -128,6 +132,7 @@ def omniglot(
             device=device,
             eval_tasks=eval_tasks,
             seed=seed,
+            precision=precision,
             table_only=table_only,
             output=None if output == "-" else Path(output),
             command=_command_line(),

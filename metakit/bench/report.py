@@ -40,7 +40,10 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
         "vmap on CUDA). Peers run the conv4 "
         "their users write ([Conv2d, BatchNorm2d, ReLU, MaxPool2d] x 4, torch's layers) with metakit's "
         "weights; `plain-loop-metakit-conv4` is the plain loop on metakit's conv4, a diagnostic that "
-        "separates the network's share of a difference from the algorithm's.",
+        "separates the network's share of a difference from the algorithm's. `metakit-bf16` is "
+        "metakit's `auto` mapping with the meta-loss under bfloat16 autocast (`--precision bf16` of "
+        "`metakit train`); the float64 gate does not see the autocast, so it checks the algorithm only, "
+        "and `metakit bench omniglot --precision bf16` measures what the precision costs in accuracy.",
         "",
     ]
     for config in settings.configs:
@@ -119,6 +122,12 @@ def _summary(rows: list[RowResult], baseline: RowResult | None) -> list[str]:
         f"{fastest.median_ms:.1f} ms: peer / metakit time {ratio:.2f}; peak RSS "
         f"{mb[0]:.0f} MB vs lowest peer ({leanest.row}) {mb[1]:.0f} MB."
     ]
+    for row in (r for r in timed if ROWS[r.row].precision != "fp32" and r.second_order):
+        lines.append(
+            f"metakit in {ROWS[row.row].precision} autocast ({row.row}) {row.median_ms:.1f} ms: "
+            f"peer / metakit time {fastest.median_ms / row.median_ms:.2f}; "
+            f"peak RSS {row.peak_rss_bytes / MB:.0f} MB."
+        )
     for row in (r for r in timed if ROWS[r.row].role == "diagnostic"):
         lines.append(
             f"Diagnostic {row.row} (a peer on metakit's conv4): {row.median_ms:.1f} ms, "

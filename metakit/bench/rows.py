@@ -10,6 +10,7 @@ from metakit.backbones.backbone import Backbone
 from metakit.bench import peers
 from metakit.bench.configs import SpeedConfig
 from metakit.bench.peers import MetaStep
+from metakit.precision import autocast
 from metakit.registry import create_algorithm
 from metakit.task_batch import TaskBatch
 
@@ -21,20 +22,26 @@ class Row:
     that must be importable (peers from optional extras). ``role``: ``metakit``, ``peer``
     (a peer as its users run it, on the textbook conv4), or ``diagnostic`` (a peer on
     metakit's conv4, which separates the network's share of a difference from the
-    algorithm's; not counted as a peer)."""
+    algorithm's; not counted as a peer). ``precision``: ``bf16`` rows run the meta-loss
+    under bfloat16 autocast, which leaves the float64 gate's tensors alone: the gate checks
+    their algorithm, the accuracy suite (``--precision bf16``) what the precision costs."""
 
     name: str
     second_order: bool
     build: Callable[[Backbone, SpeedConfig], MetaStep]
     requires: str | None = None
     role: str = "peer"
+    precision: str = "fp32"
 
     def installed(self) -> bool:
         return self.requires is None or importlib.util.find_spec(self.requires) is not None
 
 
-def metakit_maml(mapping: str, first_order: bool) -> Callable[[Backbone, SpeedConfig], MetaStep]:
-    """metakit's MAML with ``task_mapping=mapping``: ``loss, _ = meta_loss(batch); loss.backward()``."""
+def metakit_maml(
+    mapping: str, first_order: bool, precision: str = "fp32"
+) -> Callable[[Backbone, SpeedConfig], MetaStep]:
+    """metakit's MAML with ``task_mapping=mapping``: ``loss, _ = meta_loss(batch); loss.backward()``,
+    the meta-loss computed in ``precision`` as the engine does."""
 
     def build(backbone: Backbone, config: SpeedConfig) -> MetaStep:
         algorithm = create_algorithm(
@@ -48,7 +55,8 @@ def metakit_maml(mapping: str, first_order: bool) -> Callable[[Backbone, SpeedCo
         )
 
         def step(batch: TaskBatch) -> None:
-            loss, _ = algorithm.meta_loss(batch)
+            with autocast(precision, batch.support_x.device):
+                loss, _ = algorithm.meta_loss(batch)
             loss.backward()
 
         return step
@@ -65,6 +73,7 @@ ROWS = {
         Row("metakit-loop-1st", False, metakit_maml("loop", first_order=True), role="metakit"),
         Row("metakit-threads-1st", False, metakit_maml("threads", first_order=True), role="metakit"),
         Row("metakit-vmap-1st", False, metakit_maml("vmap", first_order=True), role="metakit"),
+        Row("metakit-bf16", True, metakit_maml("auto", False, "bf16"), role="metakit", precision="bf16"),
         Row("plain-loop", True, peers.on_textbook_conv4(peers.plain_loop)),
         Row("higher", True, peers.on_textbook_conv4(peers.higher_loop), requires="higher"),
         Row("learn2learn", True, peers.on_textbook_conv4(peers.learn2learn_maml), requires="learn2learn"),

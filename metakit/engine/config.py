@@ -11,6 +11,7 @@ from typing import Any
 
 from metakit.errors import MetakitError
 from metakit.hyperparameters import json_value
+from metakit.precision import check_precision
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,6 +40,7 @@ class TrainConfig:
     and ``backbone_options`` to the sampler and backbone factories (beside the task shape,
     which the engine passes itself). ``eval_every``, ``eval_tasks``: validation during
     training (0 = never); ``test_tasks``: the meta-test evaluation at the end (0 = none);
+    ``precision``: ``fp32``, or ``bf16`` autocast for the meta-loss (see ``metakit.precision``);
     ``eval_queries``: query examples per class when evaluating. ``minutes``: stop
     training after this much wall time (validation included, summed over resumes) even
     before ``iterations``; 0 = no limit.
@@ -56,6 +58,7 @@ class TrainConfig:
     meta_lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"
     eval_every: int = 500
     eval_tasks: int = 100
     eval_queries: int = 15
@@ -82,6 +85,7 @@ class TrainConfig:
             raise MetakitError(f"option meta_lr must be positive, got {self.meta_lr}")
         if self.eval_every and not self.eval_tasks:
             raise MetakitError("validation (eval_every > 0) needs eval_tasks >= 1")
+        check_precision(self.precision)
 
     def paper_settings(self) -> dict[str, Any]:
         """The paper's settings for this sampler at the nearest listed number of ways ({} if none)."""

@@ -39,6 +39,7 @@ from metakit.engine.progress import Progress
 from metakit.engine.run_dir import RunDirectory, default_run_dir
 from metakit.environment import cpu_model
 from metakit.errors import MetakitError
+from metakit.precision import autocast
 
 TASK_SEED_OFFSET = 1_000_003
 """The task generator is seeded with ``seed + TASK_SEED_OFFSET`` so that its stream is not
@@ -135,7 +136,8 @@ class _Trainer:
         began = time.perf_counter()
         batch = self.samplers["train"].sample(self.config.meta_batch, self.tasks).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, metrics = self.algorithm.meta_loss(batch)
+        with autocast(self.config.precision, self.device):
+            loss, metrics = self.algorithm.meta_loss(batch)
         loss.backward()
         self._check_finite(loss)
         self.optimizer.step()

@@ -1,0 +1,33 @@
+"""Training precision: bf16 autocast reaches every task, whichever the task mapping."""
+
+import pytest
+import torch
+
+from metakit import MetakitError, TrainConfig
+from metakit.bench.configs import SpeedConfig
+from metakit.precision import autocast
+from metakit.registry import create_algorithm
+
+TINY = SpeedConfig("tiny", ways=3, shots=1, queries=2, tasks=4, inner_steps=1, inner_lr=0.4, hidden=8)
+
+
+def _meta_gradient(mapping: str, precision: str) -> torch.Tensor:
+    backbone = TINY.backbone(0, torch.float32, "cpu")
+    algorithm = create_algorithm("maml", backbone=backbone, problem="classification", task_mapping=mapping)
+    with autocast(precision, "cpu"):
+        loss, _ = algorithm.meta_loss(TINY.batch(1, torch.float32, "cpu"))
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in backbone.parameters()])
+
+
+def test_worker_threads_compute_under_the_callers_autocast(torch_threads):
+    torch_threads(2)
+    looped, threaded = _meta_gradient("loop", "bf16"), _meta_gradient("threads", "bf16")
+    full = _meta_gradient("loop", "fp32")
+    torch.testing.assert_close(threaded, looped, rtol=1e-5, atol=1e-5 * looped.abs().max().item())
+    assert (looped - full).norm() > 1e-3 * full.norm()
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(MetakitError, match="unknown precision 'fp16'; use one of fp32, bf16"):
+        TrainConfig(precision="fp16")
