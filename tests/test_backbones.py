@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 import metakit
 
@@ -57,3 +58,19 @@ def test_strided_variant_has_no_pooling():
     model = metakit.create_backbone("conv4-strided")
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
     assert all(m.stride == (2, 2) for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+@pytest.mark.parametrize("name", ["conv4", "conv4-strided"])
+def test_conv4_forward_tasks_equals_each_task_on_its_own(name):
+    """Each task with its own weights, BatchNorm statistics of its own images only."""
+    generator = torch.Generator().manual_seed(0)
+    backbone = metakit.create_backbone(name, num_outputs=3, hidden=8).double()
+    tasks = 3
+    params = {
+        n: p.detach() + torch.randn(tasks, *p.shape, generator=generator, dtype=torch.float64)
+        for n, p in backbone.named_parameters()
+    }
+    x = torch.randn(tasks, 4, 1, 28, 28, generator=generator, dtype=torch.float64)
+    alone = [functional_call(backbone, {n: p[t] for n, p in params.items()}, (x[t],)) for t in range(tasks)]
+    torch.testing.assert_close(backbone.forward_tasks(params, x), torch.stack(alone), rtol=1e-12, atol=1e-12)
+    assert backbone.batches_tasks and not metakit.create_backbone("mlp").batches_tasks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 from torch import Tensor, nn
 
@@ -33,3 +34,16 @@ class Backbone(ABC, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+    def forward_tasks(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """Several tasks at once, each with weights of its own: ``params[name]: [tasks,
+        *shape]`` for every parameter, ``x: [tasks, batch, *input_shape]`` ->
+        ``[tasks, batch, num_outputs]``, task ``t`` being ``functional_call(self,
+        {name: w[t]}, x[t])``. Optional: conv4 has one (grouped convolutions); without
+        it, algorithms run the tasks of a batch one at a time."""
+        raise NotImplementedError(f"{type(self).__name__} has no task-batched forward")
+
+    @property
+    def batches_tasks(self) -> bool:
+        """Whether this backbone implements ``forward_tasks``."""
+        return type(self).forward_tasks is not Backbone.forward_tasks

@@ -29,6 +29,7 @@ this is ``nn.BatchNorm2d`` itself.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -38,11 +39,18 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input_dim(x)
-        in_transform = torch._C._functorch.peek_interpreter_stack() is not None
-        plain = self.running_mean is not None or not self.affine or x.device.type != "cpu"
-        if plain or in_transform:
+        if self.running_mean is not None or not self.affine:
             return super().forward(x)
-        return _BatchNorm.apply(x, self.weight, self.bias, self.eps)
+        return batch_norm(x, self.weight, self.bias, self.eps)
+
+
+def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """``F.batch_norm`` with the statistics of ``x: [batch, channels, ...]`` (no running
+    statistics), with the cheaper double backward where it applies."""
+    in_transform = torch._C._functorch.peek_interpreter_stack() is not None
+    if in_transform or x.device.type != "cpu":
+        return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
+    return _BatchNorm.apply(x, weight, bias, eps)
 
 
 def _fused_backward(grad: Tensor, x: Tensor, weight: Tensor | None, mean: Tensor, invstd: Tensor, mask):

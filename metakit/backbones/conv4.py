@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metakit.backbones.backbone import Backbone
-from metakit.backbones.batch_norm import BatchNorm2d
+from metakit.backbones.batch_norm import BatchNorm2d, batch_norm
 from metakit.backbones.max_pool import MaxPool2x2
 from metakit.registry import register_backbone
 
@@ -50,6 +54,26 @@ class Conv4(Backbone):
     def features(self, x: Tensor) -> Tensor:
         h = self.blocks(x)
         return h.mean(dim=(-2, -1)) if self.strided else h.flatten(1)
+
+    def forward_tasks(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """The tasks' images side by side as channels, ``[batch, tasks * channels, h, w]``:
+        each convolution is one grouped convolution (a group per task), and BatchNorm over
+        ``tasks * hidden`` channels normalises each task with its own statistics."""
+        tasks, batch = x.shape[:2]
+        h = x.transpose(0, 1).flatten(1, 2)
+        for index, layer in enumerate(self.blocks):
+            weight, bias = params.get(f"blocks.{index}.weight"), params.get(f"blocks.{index}.bias")
+            if isinstance(layer, nn.Conv2d):
+                weight, bias = weight.flatten(0, 1), bias.flatten()
+                h = F.conv2d(h, weight, bias, layer.stride, layer.padding, groups=tasks)
+            elif isinstance(layer, nn.BatchNorm2d):
+                h = batch_norm(h, weight.flatten(), bias.flatten(), layer.eps)
+            else:
+                h = layer(h)
+        h = h.mean(dim=(-2, -1)) if self.strided else h
+        features = h.reshape(batch, tasks, -1).transpose(0, 1)
+        head_weight, head_bias = params["head.weight"], params["head.bias"]
+        return torch.baddbmm(head_bias.unsqueeze(1), features, head_weight.transpose(1, 2))
 
 
 @register_backbone("conv4-strided")
