@@ -49,10 +49,23 @@ def adapt(
     def support_loss(fast: dict[str, Tensor]) -> Tensor:
         return loss_fn(functional_call(model, {**frozen, **fast}, (x,)), y)
 
+    return descend(support_loss, params, steps, lr, first_order)
+
+
+def descend(
+    loss_of: Callable[[dict[str, Tensor]], Tensor],
+    params: Mapping[str, Tensor],
+    steps: int,
+    lr: InnerLR,
+    first_order: bool,
+) -> dict[str, Tensor]:
+    """``steps`` gradient steps on ``loss_of(weights)`` from ``params``: the kernel of
+    ``adapt``, for callers that compute the support loss themselves (several tasks at
+    once, each with its own slice of the weights)."""
     gradient = _functorch_gradient if _inside_functorch_transform() else _autograd_gradient
     fast = dict(params)
     for _ in range(steps):
-        grads = gradient(support_loss, fast, first_order)
+        grads = gradient(loss_of, fast, first_order)
         fast = {name: w - _step_size(lr, name) * grads[name] for name, w in fast.items()}
     return fast
 

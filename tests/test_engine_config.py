@@ -5,7 +5,7 @@ import pytest
 from metakit import MetakitError, TrainConfig, load_config
 from metakit.engine.components import hyperparameter_names, resolve
 
-MAML = ["inner_lr", "inner_steps", "eval_inner_steps", "first_order", "task_mapping"]
+MAML = ["inner_lr", "inner_steps", "eval_inner_steps", "first_order", "task_mapping", "tasks_per_forward"]
 
 
 @pytest.mark.parametrize(

@@ -84,13 +84,29 @@ def _assert_close(found, expected, rtol=1e-10):
         assert error < rtol, f"{name}: error {error:.3g} relative to the largest gradient entry"
 
 
-@pytest.mark.parametrize("setup", ["conv4", "mlp", "mlp-bn"])
+MAPPINGS = [
+    (setup, mapping)
+    for setup in ("conv4", "mlp", "mlp-bn")
+    for mapping in ("loop", "threads", "vmap")
+    + (("loop-grouped", "threads-grouped") if setup == "conv4" else ())
+]
+
+
+@pytest.mark.parametrize(("setup", "mapping"), MAPPINGS)
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("first_order", [False, True])
-@pytest.mark.parametrize("mapping", ["loop", "threads", "vmap"])
 def test_meta_gradient_equals_plain_autograd_reference(setup, steps, first_order, mapping):
+    """``-grouped``: tasks in groups of 2 through conv4's task-batched forward (3 tasks: a
+    group of 2 and one alone)."""
+    mapping, grouped, _ = mapping.partition("-grouped")
+    per_forward = 2 if grouped else 1
     algorithm, batch = _build(
-        setup, inner_lr=0.3, inner_steps=steps, first_order=first_order, task_mapping=mapping
+        setup,
+        inner_lr=0.3,
+        inner_steps=steps,
+        first_order=first_order,
+        task_mapping=mapping,
+        tasks_per_forward=per_forward,
     )
     found, found_loss = _metakit_gradient(algorithm, batch)
     expected, expected_loss = _reference_gradient(algorithm, batch, steps, 0.3, first_order)
@@ -173,3 +189,14 @@ def test_loop_mapping_and_evaluation_leave_torch_dynamo_unimported():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_tasks_per_forward_is_chosen_from_the_task_size_and_checked():
+    algorithm, batch = _build("conv4")  # 6 support + 6 query examples per task
+    assert algorithm._tasks_per_forward(batch) == 64 // 12
+    vmapped, _ = _build("conv4", task_mapping="vmap")
+    assert vmapped._tasks_per_forward(batch) == 1
+    regression, _ = _build("mlp")
+    assert regression._tasks_per_forward(_regression_batch()) == 1
+    with pytest.raises(metakit.MetakitError, match="backbone MLP cannot run several tasks in one forward"):
+        _build("mlp", tasks_per_forward=2)

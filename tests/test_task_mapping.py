@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metakit import TaskBatch
-from metakit.task_mapping import mapped_meta_loss, resolve_mapping
+from metakit.task_mapping import mapped_meta_loss, resolve_mapping, task_groups
 
 
 def _batch(tasks: int, image: bool = True) -> TaskBatch:
@@ -66,3 +66,32 @@ def test_auto_is_threads_for_images_on_a_multithreaded_cpu(three_torch_threads):
     assert resolve_mapping("auto", _batch(4, image=False)) == "vmap"
     torch.set_num_threads(1)
     assert resolve_mapping("auto", _batch(4)) == "loop"
+
+
+@pytest.mark.parametrize(("tasks", "per_call", "workers"), [(32, 6, 2), (5, 3, 1), (3, 8, 2), (7, 2, 3)])
+def test_task_groups_cover_every_task_once_in_balanced_groups(tasks, per_call, workers):
+    groups = task_groups(tasks, per_call, workers)
+    covered = [t for group in groups for t in range(tasks)[group]]
+    assert covered == list(range(tasks))
+    assert max(g.stop - g.start for g in groups) <= per_call
+    per_worker = [sum(g.stop - g.start for g in groups[w::workers]) for w in range(workers)]
+    assert max(per_worker) - min(per_worker) <= max(1, per_call - 1)
+    assert task_groups(tasks, 1, workers) == list(range(tasks))
+
+
+def test_grouped_calls_get_slices_and_their_per_task_results_are_averaged(three_torch_threads):
+    """A grouped objective returns one loss and one metric per task of its slice."""
+    w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+
+    def objective(params, support_x, support_y, query_x, query_y):
+        tasks = support_x.flatten(1)[:, 0]
+        return params["w"].sum() * tasks**2, {"task": tasks}
+
+    for mapping in ("loop", "threads"):
+        w.grad = None
+        loss, metrics = mapped_meta_loss(
+            objective, {"w": w}, _batch(7), mapping, replicate=lambda: objective, tasks_per_call=3
+        )
+        loss.backward()
+        assert torch.allclose(w.grad, torch.full((2,), sum(t**2 for t in range(7)) / 7, dtype=torch.float64))
+        assert metrics["task"].item() == pytest.approx(3.0)

@@ -24,7 +24,9 @@ class Row:
     metakit's conv4, which separates the network's share of a difference from the
     algorithm's; not counted as a peer). ``precision``: ``bf16`` rows run the meta-loss
     under bfloat16 autocast, which leaves the float64 gate's tensors alone: the gate checks
-    their algorithm, the accuracy suite (``--precision bf16``) what the precision costs."""
+    their algorithm, the accuracy suite (``--precision bf16``) what the precision costs.
+    The loop rows (the gate's reference) and ``metakit-threads-1`` run one task per forward
+    (``tasks_per_forward=1``); the other rows group tasks as ``tasks_per_forward=0`` chooses."""
 
     name: str
     second_order: bool
@@ -38,7 +40,7 @@ class Row:
 
 
 def metakit_maml(
-    mapping: str, first_order: bool, precision: str = "fp32"
+    mapping: str, first_order: bool, precision: str = "fp32", tasks_per_forward: int = 0
 ) -> Callable[[Backbone, SpeedConfig], MetaStep]:
     """metakit's MAML with ``task_mapping=mapping``: ``loss, _ = meta_loss(batch); loss.backward()``,
     the meta-loss computed in ``precision`` as the engine does."""
@@ -52,6 +54,7 @@ def metakit_maml(
             inner_steps=config.inner_steps,
             first_order=first_order,
             task_mapping=mapping,
+            tasks_per_forward=tasks_per_forward,
         )
 
         def step(batch: TaskBatch) -> None:
@@ -67,10 +70,11 @@ def metakit_maml(
 ROWS = {
     row.name: row
     for row in (
-        Row("metakit-loop", True, metakit_maml("loop", first_order=False), role="metakit"),
+        Row("metakit-loop", True, metakit_maml("loop", False, tasks_per_forward=1), role="metakit"),
         Row("metakit-threads", True, metakit_maml("threads", first_order=False), role="metakit"),
+        Row("metakit-threads-1", True, metakit_maml("threads", False, tasks_per_forward=1), role="metakit"),
         Row("metakit-vmap", True, metakit_maml("vmap", first_order=False), role="metakit"),
-        Row("metakit-loop-1st", False, metakit_maml("loop", first_order=True), role="metakit"),
+        Row("metakit-loop-1st", False, metakit_maml("loop", True, tasks_per_forward=1), role="metakit"),
         Row("metakit-threads-1st", False, metakit_maml("threads", first_order=True), role="metakit"),
         Row("metakit-vmap-1st", False, metakit_maml("vmap", first_order=True), role="metakit"),
         Row("metakit-bf16", True, metakit_maml("auto", False, "bf16"), role="metakit", precision="bf16"),

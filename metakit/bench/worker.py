@@ -39,7 +39,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     config = SpeedConfig(**job["config"])
     row = ROWS[job["row"]]
     if job["job"] == "gate":
-        reference = metakit_maml("loop", first_order=not row.second_order)
+        reference = metakit_maml("loop", first_order=not row.second_order, tasks_per_forward=1)
         return {"error": gate_error(row.build, reference, config, job["seed"], device, job["gate_tasks"])}
     return _time_row(row.build, config, job)
 
