@@ -51,3 +51,11 @@ def test_running_statistics_and_bad_shapes_behave_as_torch():
     torch.testing.assert_close(tracking.running_mean, torch_tracking.running_mean)
     with pytest.raises(ValueError, match="expected 4D input"):
         BatchNorm2d(3, track_running_stats=False)(torch.randn(4, 3))
+
+
+def test_a_third_derivative_is_refused_rather_than_wrong():
+    norm = BatchNorm2d(2, track_running_stats=False).double()
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad((norm(x) ** 3).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="derivatives up to the second order only"):
+        torch.autograd.grad((grad**2).sum(), x, create_graph=True)

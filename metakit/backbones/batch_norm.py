@@ -21,9 +21,11 @@ sum(dy) + sum(gdx * x_hat) * sum(dy * x_hat)) / M``:
 - ``g_gamma = r * c``
 - ``g_x = B_1(dy * (gdgamma - s * sum(gdx * x_hat)) - gdx * s * sum(dy * x_hat)) - s * r * c * x_hat``
 
-They are written with differentiable operations, so third derivatives work
-too. Under ``torch.func`` transforms, off the CPU and with running statistics
-this is ``nn.BatchNorm2d`` itself.
+Derivatives go up to the second order, which is what second-order MAML takes;
+asking for a third is an error (the closed form treats the batch statistics as
+constants, so it would be wrong). Under ``torch.func``
+transforms, off the CPU and with running statistics this is ``nn.BatchNorm2d``
+itself.
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ class _BatchNormBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_dx: Tensor, g_dweight: Tensor, g_dbias: Tensor):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "metakit's BatchNorm2d has derivatives up to the second order only; "
+                "use torch.nn.BatchNorm2d for higher orders"
+            )
         dy, x, weight, mean, invstd = ctx.saved_tensors
         dims = [d for d in range(x.dim()) if d != 1]
         count = x.numel() // x.shape[1]
