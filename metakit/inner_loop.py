@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metakit.transforms import inside_functorch_transform
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 InnerLR = Union[float, Tensor, Mapping[str, Tensor]]
 """A scalar step size, or one tensor per adapted parameter (Meta-SGD: same shape
@@ -62,16 +64,12 @@ def descend(
     """``steps`` gradient steps on ``loss_of(weights)`` from ``params``: the kernel of
     ``adapt``, for callers that compute the support loss themselves (several tasks at
     once, each with its own slice of the weights)."""
-    gradient = _functorch_gradient if _inside_functorch_transform() else _autograd_gradient
+    gradient = _functorch_gradient if inside_functorch_transform() else _autograd_gradient
     fast = dict(params)
     for _ in range(steps):
         grads = gradient(loss_of, fast, first_order)
         fast = {name: w - _step_size(lr, name) * grads[name] for name, w in fast.items()}
     return fast
-
-
-def _inside_functorch_transform() -> bool:
-    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def _functorch_gradient(loss_fn, weights: dict[str, Tensor], first_order: bool) -> dict[str, Tensor]:

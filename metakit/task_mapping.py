@@ -117,8 +117,9 @@ def _threaded(
     caller's autocast state (thread-local in torch) is set in every thread."""
     torch_threads = torch.get_num_threads()
     device = batch.support_x.device.type
-    autocast = {"device_type": device, "enabled": torch.is_autocast_enabled(device)}
-    autocast["dtype"] = torch.get_autocast_dtype(device)
+    autocast = dict(  # entered once per thread: an autocast object keeps per-entry state
+        device_type=device, dtype=torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device)
+    )
     workers = min(torch_threads, batch.num_tasks)
     objectives = [objective] + [replicate() for _ in range(workers - 1)]
     calls = task_groups(batch.num_tasks, tasks_per_call, workers)

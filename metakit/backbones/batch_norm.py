@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metakit.transforms import inside_functorch_transform
+
 
 class BatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` (same parameters and results); normalises with the statistics
@@ -49,8 +51,7 @@ class BatchNorm2d(nn.BatchNorm2d):
 def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``F.batch_norm`` with the statistics of ``x: [batch, channels, ...]`` (no running
     statistics), with the cheaper double backward where it applies."""
-    in_transform = torch._C._functorch.peek_interpreter_stack() is not None
-    if in_transform or x.device.type != "cpu":
+    if inside_functorch_transform() or x.device.type != "cpu":
         return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
     return _BatchNorm.apply(x, weight, bias, eps)
 

@@ -18,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metakit.transforms import inside_functorch_transform
+
 
 class MaxPool2x2(nn.Module):
     """``nn.MaxPool2d(2)`` on ``[batch, channels, height, width]``."""
 
     def forward(self, x: Tensor) -> Tensor:
-        in_transform = torch._C._functorch.peek_interpreter_stack() is not None
-        if x.device.type != "cpu" or x.dim() != 4 or in_transform:
+        if x.device.type != "cpu" or x.dim() != 4 or inside_functorch_transform():
             return F.max_pool2d(x, 2)
         return _ChannelsLastMaxPool.apply(x)
 

@@ -67,17 +67,24 @@ def metakit_maml(
     return build
 
 
+def metakit_row(
+    name: str, mapping: str, second_order: bool = True, precision: str = "fp32", tasks_per_forward: int = 0
+) -> Row:
+    build = metakit_maml(mapping, not second_order, precision, tasks_per_forward)
+    return Row(name, second_order, build, role="metakit", precision=precision)
+
+
 ROWS = {
     row.name: row
     for row in (
-        Row("metakit-loop", True, metakit_maml("loop", False, tasks_per_forward=1), role="metakit"),
-        Row("metakit-threads", True, metakit_maml("threads", first_order=False), role="metakit"),
-        Row("metakit-threads-1", True, metakit_maml("threads", False, tasks_per_forward=1), role="metakit"),
-        Row("metakit-vmap", True, metakit_maml("vmap", first_order=False), role="metakit"),
-        Row("metakit-loop-1st", False, metakit_maml("loop", True, tasks_per_forward=1), role="metakit"),
-        Row("metakit-threads-1st", False, metakit_maml("threads", first_order=True), role="metakit"),
-        Row("metakit-vmap-1st", False, metakit_maml("vmap", first_order=True), role="metakit"),
-        Row("metakit-bf16", True, metakit_maml("auto", False, "bf16"), role="metakit", precision="bf16"),
+        metakit_row("metakit-loop", "loop", tasks_per_forward=1),
+        metakit_row("metakit-threads", "threads"),
+        metakit_row("metakit-threads-1", "threads", tasks_per_forward=1),
+        metakit_row("metakit-vmap", "vmap"),
+        metakit_row("metakit-loop-1st", "loop", second_order=False, tasks_per_forward=1),
+        metakit_row("metakit-threads-1st", "threads", second_order=False),
+        metakit_row("metakit-vmap-1st", "vmap", second_order=False),
+        metakit_row("metakit-bf16", "auto", precision="bf16"),
         Row("plain-loop", True, peers.on_textbook_conv4(peers.plain_loop)),
         Row("higher", True, peers.on_textbook_conv4(peers.higher_loop), requires="higher"),
         Row("learn2learn", True, peers.on_textbook_conv4(peers.learn2learn_maml), requires="learn2learn"),
