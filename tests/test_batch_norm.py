@@ -21,9 +21,12 @@ def _derivatives(norm: nn.Module, x: torch.Tensor, probe: torch.Tensor):
 
 
 @pytest.mark.parametrize("shape", [(5, 8, 6, 6), (1, 3, 4, 4), (16, 2, 1, 1)])
-def test_equals_torch_batch_norm_to_second_order(shape):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_equals_torch_batch_norm_to_second_order(shape, layout):
+    """conv4 runs channels-last on the CPU; the gradients arriving there may be NCHW."""
     generator = torch.Generator().manual_seed(0)
     x = 3 * torch.randn(shape, generator=generator, dtype=torch.float64) + 1
+    x = x.contiguous(memory_format=layout)
     probe = torch.randn(shape, generator=generator, dtype=torch.float64)
     ours = BatchNorm2d(shape[1], track_running_stats=False).double()
     torch_norm = nn.BatchNorm2d(shape[1], track_running_stats=False).double()

@@ -57,6 +57,8 @@ def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
 
 
 def _fused_backward(grad: Tensor, x: Tensor, weight: Tensor | None, mean: Tensor, invstd: Tensor, mask):
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    grad = grad.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return torch.ops.aten.native_batch_norm_backward(
         grad, x, weight, None, None, mean, invstd, True, 0.0, mask
     )
