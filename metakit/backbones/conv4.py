@@ -25,8 +25,8 @@ class Conv4(Backbone):
     MAML paper's Omniglot network.
 
     On the CPU the activations are channels-last (NHWC): there torch's
-    convolution, BatchNorm and max-pool kernels for that layout ran 1.1x, 2-3x
-    and 10x faster than for NCHW at conv4's sizes, and a meta-iteration of
+    convolution, BatchNorm and max-pool kernels for that layout ran 1.15x, 1.8-2.8x
+    and 14x faster than for NCHW at conv4's sizes, and a meta-iteration of
     configuration A of ``metakit bench speed`` 1.5x faster (one thread). The
     results are those of the NCHW network (``tests/test_backbones.py``).
     """
