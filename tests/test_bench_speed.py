@@ -120,6 +120,34 @@ def test_suite_gates_and_times_every_row(monkeypatch):
     assert suite.matmul_gflops > 0
 
 
+def test_rounds_take_turns_and_pool_every_rounds_iterations():
+    """Two rounds: each row gated once, then timed row by row, twice; iterations pooled,
+    the highest peak kept, and a row that failed its gate never timed."""
+    launched = []
+
+    def launcher(job, settings):
+        launched.append((job["job"], job.get("row")))
+        if job["job"] == "machine":
+            machine = {"cpu": "test CPU", "cpus": 2, "torch": "2", "threads": 1, "device": "cpu"}
+            return {"status": "ok", "machine": machine, "matmul_gflops": 1.0}
+        if job["job"] == "gate":
+            return {"status": "ok", "error": 1.0 if job["row"] == "higher" else 0.0}
+        timed = sum(1 for kind, row in launched if (kind, row) == ("time", job["row"]))
+        return {"status": "ok", "times_ms": [10.0 * timed] * 2, "peak_rss_bytes": 100 * (3 - timed)}
+
+    names = ("metakit-loop", "plain-loop", "higher")
+    settings = SpeedSettings(configs=(TINY,), rows=names, iterations=2, rounds=2, output=None)
+    suite = run_speed_suite(settings, progress=lambda line: None, launcher=launcher)
+    timed = [row for kind, row in launched if kind == "time"]
+    assert timed == ["metakit-loop", "plain-loop", "metakit-loop", "plain-loop"]
+    found = {r.row: r for r in suite.rows}
+    assert found["plain-loop"].times_ms == [10.0, 10.0, 20.0, 20.0]
+    assert found["plain-loop"].peak_rss_bytes == 200
+    assert (found["higher"].status, found["higher"].times_ms) == ("WRONG", [])
+    report = format_report(suite, settings, datetime.date(2026, 12, 1))
+    assert "Median of 2 x 2 meta-iterations: 2 rounds" in report
+
+
 def test_peers_textbook_conv4_is_metakits_conv4_in_the_textbook_order():
     """Same parameters (so the same ``.grad``), torch's own BatchNorm, ReLU and max-pool, ReLU first."""
     backbone = TINY.backbone(0, torch.float64, "cpu")
@@ -200,9 +228,13 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
     [
         (["--config", "D"], "error: unknown config 'D'; use one of A, B, C, paper-5w, paper-20w"),
         (["--row", "jax"], "error: unknown row 'jax'; use one of " + ", ".join(rows.ROWS)),
-        (
-            ["--iterations", "0"],
-            "error: use --iterations >= 1 (10 or more for reported numbers) and --warmup >= 0",
+        *(
+            (
+                [option, "0" if option != "--warmup" else "-1"],
+                "error: use --iterations >= 1 (10 or more for reported numbers), --warmup >= 0 "
+                "and --rounds >= 1",
+            )
+            for option in ("--iterations", "--warmup", "--rounds")
         ),
     ],
 )

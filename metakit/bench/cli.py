@@ -45,6 +45,9 @@ def speed(
     row: Annotated[list[str], typer.Option("--row", "-r", help=ROW_HELP)] = DEFAULT_ROWS,
     iterations: Annotated[int, typer.Option(help="Timed meta-iterations per row.")] = 10,
     warmup: Annotated[int, typer.Option(help="Untimed meta-iterations before timing.")] = 2,
+    rounds: Annotated[
+        int, typer.Option(help="Timing processes per row, the rows taking turns (for a noisy machine).")
+    ] = 1,
     device: Annotated[str, typer.Option(help="cpu or cuda[:index].")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch threads per process (0: torch's default).")] = 0,
     timeout: Annotated[float | None, typer.Option(help="Seconds per process before 'timeout'.")] = None,
@@ -65,6 +68,7 @@ def speed(
             rows=tuple(row),
             iterations=iterations,
             warmup=warmup,
+            rounds=rounds,
             device=device,
             threads=threads,
             timeout_s=timeout,

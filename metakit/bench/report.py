@@ -29,8 +29,7 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
         f"{machine['threads']} thread(s); device {machine['device']}; malloc: {machine.get('malloc', '-')}. "
         f"fp32 matmul (2048 x 2048): {suite.matmul_gflops:.1f} GFLOP/s.",
         "",
-        f"Median of {settings.iterations} meta-iterations after {settings.warmup} warm-up, one process per "
-        "row (peak RSS is the process's). A meta-iteration is the meta-gradient of one batch into `.grad` "
+        _sampling(settings) + "A meta-iteration is the meta-gradient of one batch into `.grad` "
         "(no optimizer step). Gate: float64 meta-gradient against metakit's loop mapping of the same order, "
         "one task per forward, "
         f"on {gate_tasks} of the batch, tolerance {GATE_TOLERANCE:g} of the largest entry (metakit's loop "
@@ -52,6 +51,19 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
         rows = [r for r in suite.rows if r.config == config.name]
         lines += _config_table(config, rows, suite.matmul_gflops, machine)
     return "\n".join(lines) + "\n"
+
+
+def _sampling(settings: SpeedSettings) -> str:
+    if settings.rounds == 1:
+        return (
+            f"Median of {settings.iterations} meta-iterations after {settings.warmup} warm-up, one process "
+            "per row (peak RSS is the process's). "
+        )
+    return (
+        f"Median of {settings.rounds} x {settings.iterations} meta-iterations: {settings.rounds} rounds in "
+        "which the rows of a configuration take turns, one process per row and round, each after "
+        f"{settings.warmup} warm-up (peak RSS is the highest of the row's processes). "
+    )
 
 
 def _config_table(config: SpeedConfig, rows: list[RowResult], matmul: float, machine: dict) -> list[str]:

@@ -3,8 +3,11 @@
 For each configuration and row: a ``gate`` process compares the row's float64
 meta-gradient with metakit's (loop mapping, same order; the metakit loop rows
 are that reference); a row that differs is reported ``WRONG`` and not timed.
-Then a ``time`` process measures it. A process that runs past the timeout or
-the memory limit is reported as ``timeout`` or ``out of memory``, never waited for.
+Then a ``time`` process measures it, once per round: with several rounds the
+rows of a configuration take turns (row 1, row 2, ..., row 1, row 2, ...), so
+that a change in the machine's load between rows weighs on every row alike.
+A process that runs past the timeout or the memory limit is reported as
+``timeout`` or ``out of memory``, never waited for.
 
 Every process runs with the same glibc malloc settings, ``MALLOC_TUNABLES``.
 With glibc's adaptive defaults, whether a freed activation goes back to the
@@ -44,7 +47,9 @@ rather than returned to the OS. Ignored where the C library is not glibc; a
 
 @dataclass
 class SpeedSettings:
-    """What to run. ``threads=0`` keeps torch's default; ``timeout_s`` bounds each process;
+    """What to run. ``rounds``: timing processes per row, taken in turns with the other rows
+    of the configuration (their iterations pooled); ``threads=0`` keeps torch's default;
+    ``timeout_s`` bounds each process;
     ``memory_limit_gb`` caps each process's address space (CPU only); ``gate_tasks`` is how
     many of the batch's tasks the gate uses (0 = all); ``output=None`` writes nothing."""
 
@@ -52,6 +57,7 @@ class SpeedSettings:
     rows: tuple[str, ...] = tuple(ROWS)
     iterations: int = 10
     warmup: int = 2
+    rounds: int = 1
     device: str = "cpu"
     threads: int = 0
     timeout_s: float | None = None
@@ -66,8 +72,10 @@ class SpeedSettings:
         for name in self.rows:
             if name not in ROWS:
                 raise MetakitError(f"unknown row '{name}'; use one of {', '.join(ROWS)}")
-        if self.iterations < 1 or self.warmup < 0:
-            raise MetakitError("use --iterations >= 1 (10 or more for reported numbers) and --warmup >= 0")
+        if self.iterations < 1 or self.warmup < 0 or self.rounds < 1:
+            raise MetakitError(
+                "use --iterations >= 1 (10 or more for reported numbers), --warmup >= 0 and --rounds >= 1"
+            )
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise MetakitError(f"device '{self.device}' is not available here; use --device cpu")
         if self.device != "cpu" and not self.device.startswith("cuda"):
@@ -82,7 +90,8 @@ class SpeedSettings:
 class RowResult:
     """One row of one configuration. ``status``: ``ok``, ``WRONG``, ``not installed``,
     ``timeout``, ``out of memory`` or ``failed: ...``; ``gate_error`` is ``None`` for
-    the reference rows and rows that never reached the gate."""
+    the reference rows and rows that never reached the gate. ``times_ms`` pools the
+    rounds' timed iterations; ``peak_rss_bytes`` is the highest of the rounds'."""
 
     config: str
     row: str
@@ -144,42 +153,64 @@ def launch(job: dict[str, Any], settings: SpeedSettings) -> dict[str, Any]:
 def run_row(
     config: SpeedConfig, row_name: str, settings: SpeedSettings, launcher: Launcher = launch
 ) -> RowResult:
-    """Gate, then time, one row of one configuration."""
+    """Gate, then time (one round), one row of one configuration."""
+    result = gate_row(config, row_name, settings, launcher)
+    if result.status == "ok":
+        time_row(config, result, settings, launcher)
+    return result
+
+
+def gate_row(
+    config: SpeedConfig, row_name: str, settings: SpeedSettings, launcher: Launcher = launch
+) -> RowResult:
+    """The row's result before timing: status ``ok`` when it may be timed, else why not."""
     row = ROWS[row_name]
     flops = meta_iteration_flops(config, row.second_order)
     result = RowResult(config.name, row_name, row.second_order, "ok", flops)
     if not row.installed():
         result.status = "not installed"
         return result
-    job = {
-        "config": asdict(config),
-        "row": row_name,
-        "device": settings.device,
-        "threads": settings.threads,
-        "seed": settings.seed,
-    }
     if row_name not in REFERENCE_ROWS:
-        gate = launcher({**job, "job": "gate", "gate_tasks": settings.gate_tasks}, settings)
+        job = {**_job(config, row_name, settings), "job": "gate", "gate_tasks": settings.gate_tasks}
+        gate = launcher(job, settings)
         if gate["status"] != "ok":
             result.status = gate["status"]
             return result
         result.gate_error = gate["error"]
         if not result.gate_error <= GATE_TOLERANCE:
             result.status = "WRONG"
-            return result
-    timing = {"job": "time", "warmup": settings.warmup, "iterations": settings.iterations}
-    timed = launcher({**job, **timing}, settings)
-    result.status = timed["status"]
-    result.times_ms = timed.get("times_ms", [])
-    result.peak_rss_bytes = timed.get("peak_rss_bytes")
-    result.peak_cuda_bytes = timed.get("peak_cuda_bytes")
     return result
+
+
+def time_row(config: SpeedConfig, result: RowResult, settings: SpeedSettings, launcher: Launcher = launch):
+    """One timing process of a gated row; its iterations and peaks join ``result``'s."""
+    timing = {"job": "time", "warmup": settings.warmup, "iterations": settings.iterations}
+    timed = launcher({**_job(config, result.row, settings), **timing}, settings)
+    result.status = timed["status"]
+    result.times_ms += timed.get("times_ms", [])
+    result.peak_rss_bytes = _highest(result.peak_rss_bytes, timed.get("peak_rss_bytes"))
+    result.peak_cuda_bytes = _highest(result.peak_cuda_bytes, timed.get("peak_cuda_bytes"))
+
+
+def _job(config: SpeedConfig, row_name: str, settings: SpeedSettings) -> dict[str, Any]:
+    return {
+        "config": asdict(config),
+        "row": row_name,
+        "device": settings.device,
+        "threads": settings.threads,
+        "seed": settings.seed,
+    }
+
+
+def _highest(*values: int | None) -> int | None:
+    return max((v for v in values if v is not None), default=None)
 
 
 def run_speed_suite(
     settings: SpeedSettings, progress: Callable[[str], None] = print, launcher: Launcher = launch
 ) -> SuiteResult:
-    """Measure the machine, then every row of every configuration, one process each."""
+    """Measure the machine, then every row of every configuration, one process each: the
+    gates first, then ``settings.rounds`` rounds of timing with the rows taking turns."""
     settings.validate()
     measured = launcher({"job": "machine", "device": settings.device, "threads": settings.threads}, settings)
     if measured["status"] != "ok":
@@ -188,9 +219,15 @@ def run_speed_suite(
         )
     rows = []
     for config in settings.configs:
-        for row_name in settings.rows:
-            rows.append(run_row(config, row_name, settings, launcher))
-            found = rows[-1]
-            timing = f"{found.median_ms:.1f} ms" if found.status == "ok" else found.status
-            progress(f"{config.name:>10} {row_name:<17} {timing}")
+        gated = [gate_row(config, row_name, settings, launcher) for row_name in settings.rows]
+        for round_index in range(settings.rounds):
+            for result in gated:
+                if result.status == "ok":
+                    time_row(config, result, settings, launcher)
+                timing = (
+                    f"{statistics.median(result.times_ms):.1f} ms" if result.status == "ok" else result.status
+                )
+                label = f" (round {round_index + 1})" if settings.rounds > 1 else ""
+                progress(f"{config.name:>10} {result.row:<17} {timing}{label}")
+        rows += gated
     return SuiteResult(measured["machine"], measured["matmul_gflops"], rows)
