@@ -224,9 +224,7 @@ def run_speed_suite(
             for result in gated:
                 if result.status == "ok":
                     time_row(config, result, settings, launcher)
-                timing = (
-                    f"{statistics.median(result.times_ms):.1f} ms" if result.status == "ok" else result.status
-                )
+                timing = f"{result.median_ms:.1f} ms" if result.status == "ok" else result.status
                 label = f" (round {round_index + 1})" if settings.rounds > 1 else ""
                 progress(f"{config.name:>10} {result.row:<17} {timing}{label}")
         rows += gated
