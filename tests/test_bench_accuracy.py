@@ -5,6 +5,7 @@ directories), and the table writer's rows for full, budgeted and missing cells."
 import dataclasses
 import datetime
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -61,6 +62,7 @@ def test_unknown_or_missing_cell_names_are_one_line_errors(algorithms, settings,
     "options, message",
     [
         (["--budget", "0"], "error: --budget must be at least 1 iteration (60000 is a full run)\n"),
+        (["--minutes", "-1"], "error: --minutes must be 0 (no limit) or more, got -1.0\n"),
         (["--eval-tasks", "0"], "error: --eval-tasks must be at least 1 (600 in the paper), got 0\n"),
         (["-p", "papers"], "error: unknown protocol 'papers'; use one of paper, official\n"),
         (["--device", "tpu"], "error: unknown device 'tpu'; use auto, cpu or cuda\n"),
@@ -78,6 +80,9 @@ def test_a_root_that_is_a_file_is_refused(tmp_path):
     result = CliRunner().invoke(bench_app, ["omniglot", "--root", str(root), "--output", "-"])
     assert result.output == f"error: --root {root} is a file; give a folder for the cells' run directories\n"
     assert root.read_text() == "mine"
+
+
+SECONDS_PER_ITERATION = 36.0
 
 
 class FakeEngine:
@@ -99,11 +104,14 @@ class FakeEngine:
         self.trained.append((directory.path.name, resume, config.iterations))
         stop = directory.path.name in self.interrupt
         iteration = config.iterations - 1 if stop else config.iterations
+        if config.minutes:  # as the engine: stop once the run's wall time reaches the limit
+            iteration = min(iteration, math.ceil(60 * config.minutes / SECONDS_PER_ITERATION))
         for which in ("last", "best"):
             save_checkpoint(
-                directory.checkpoint(which), {"iteration": iteration, "wall_time": 36.0 * iteration}
+                directory.checkpoint(which),
+                {"iteration": iteration, "wall_time": SECONDS_PER_ITERATION * iteration},
             )
-        return SimpleNamespace(interrupted=stop)
+        return SimpleNamespace(interrupted=stop, iteration=iteration)
 
     def evaluate(self, run, tasks, split, protocol, checkpoint, seed, device):
         directory = RunDirectory(run)
@@ -180,6 +188,19 @@ def test_finished_cells_are_skipped_short_ones_resumed_and_only_new_checkpoints_
 
     other_tasks = run_accuracy_suite(_settings(tmp_path, budget=5, eval_tasks=9), log=_quiet)
     assert len(engine.evaluated) == 4 and all(r.results["transductive"].tasks == 9 for r in other_tasks)
+
+
+def test_minutes_bound_each_invocation_and_the_next_resumes(tmp_path, engine):
+    settings = _settings(tmp_path, budget=10, names=["maml-5w1s-paper"], minutes=2.0)
+    stopped = []
+    for expected in (4, 8, 10, 10):  # 36 s per iteration: 2 minutes more each time, up to the budget
+        (result,) = run_accuracy_suite(settings, log=stopped.append)
+        assert result.iterations == expected and result.results["transductive"].iteration == expected
+    assert [config[2] for config in engine.trained] == [10, 10, 10]
+    assert [line for line in stopped if "--minutes" in line] == [
+        "maml-5w1s-paper: stopped at iteration 4 by --minutes; the same command resumes it",
+        "maml-5w1s-paper: stopped at iteration 8 by --minutes; the same command resumes it",
+    ]
 
 
 def test_table_only_neither_trains_nor_evaluates(tmp_path, engine):

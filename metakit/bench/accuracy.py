@@ -6,7 +6,8 @@ A cell is ``algorithm x setting x protocol`` and its run lives in ``root/<cell n
 
 1. no run there: train a new one for ``budget`` iterations; a run that stopped short of
    ``budget`` is resumed up to it (the engine continues it exactly); a run at ``budget`` or
-   beyond is left as it is;
+   beyond is left as it is. With ``minutes``, each cell trains for at most that long in
+   this invocation and is evaluated where it stopped; the next invocation resumes it;
 2. evaluate its checkpoint (``best`` by validation) on ``eval_tasks`` test tasks with each
    evaluation protocol, unless its ``results.json`` already holds that evaluation of that
    checkpoint.
@@ -88,11 +89,13 @@ def _product(chosen: dict[str, set[str]]) -> set[tuple[str, str, str]]:
 
 @dataclasses.dataclass
 class AccuracySettings:
-    """What to run: ``budget`` meta-iterations per cell; runs under ``root``; ``data_dir``
-    holds the Omniglot zips (``None``: the sampler's default); ``output=None`` appends nothing."""
+    """What to run: ``budget`` meta-iterations per cell, trained for at most ``minutes`` per cell
+    in this invocation (0: no limit); runs under ``root``; ``data_dir`` holds the Omniglot zips
+    (``None``: the sampler's default); ``output=None`` appends nothing."""
 
     cells: tuple[Cell, ...]
     budget: int = FULL_BUDGET
+    minutes: float = 0.0
     root: Path = DEFAULT_ROOT
     data_dir: Path | None = None
     device: str = "auto"
@@ -107,6 +110,8 @@ class AccuracySettings:
     def validate(self) -> None:
         if self.budget < 1:
             raise MetakitError(f"--budget must be at least 1 iteration ({FULL_BUDGET} is a full run)")
+        if self.minutes < 0:
+            raise MetakitError(f"--minutes must be 0 (no limit) or more, got {self.minutes}")
         if self.eval_tasks < 1:
             raise MetakitError(f"--eval-tasks must be at least 1 (600 in the paper), got {self.eval_tasks}")
         if self.root.exists() and not self.root.is_dir():
@@ -173,9 +178,16 @@ def run_cell(cell: Cell, settings: AccuracySettings, log: Callable[[str], None])
     if trained is None or trained[0] < settings.budget:
         start = "training" if trained is None else f"resuming at iteration {trained[0]}"
         log(f"{cell.name}: {start} up to {settings.budget} in {directory.path}")
-        run = train(settings.config(cell), resume=trained is not None)
+        config = settings.config(cell)
+        if settings.minutes:  # the engine's limit counts the run's earlier wall time too
+            config = dataclasses.replace(config, minutes=(trained or (0, 0.0))[1] / 60 + settings.minutes)
+        run = train(config, resume=trained is not None)
         if run.interrupted:
             return dataclasses.replace(read_cell(cell, settings), interrupted=True)
+        if run.iteration < settings.budget:
+            log(
+                f"{cell.name}: stopped at iteration {run.iteration} by --minutes; the same command resumes it"
+            )
     else:
         log(f"{cell.name}: {trained[0]} iterations trained (budget {settings.budget}); not trained further")
     config = directory.config()

@@ -110,6 +110,12 @@ def omniglot(
     budget: Annotated[
         int, typer.Option(help=f"Meta-iterations per cell ({FULL_BUDGET}: the paper's full run).")
     ] = FULL_BUDGET,
+    minutes: Annotated[
+        float,
+        typer.Option(
+            help="Training minutes per cell in this run (0: until the budget); the next run resumes."
+        ),
+    ] = 0.0,
     root: Annotated[Path, typer.Option(help="Folder of the cells' run directories.")] = DEFAULT_ROOT,
     data_dir: Annotated[Path | None, typer.Option(help="Folder of the Omniglot zips.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -131,6 +137,7 @@ def omniglot(
         settings = AccuracySettings(
             cells=select_cells(algorithm, setting, protocol),
             budget=budget,
+            minutes=minutes,
             root=root,
             data_dir=data_dir,
             device=device,
