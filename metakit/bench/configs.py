@@ -34,7 +34,8 @@ class SpeedConfig:
 
     def describe(self) -> str:
         return (
-            f"{self.ways}-way {self.shots}-shot, {self.queries} query images per class, {self.tasks} tasks, "
+            f"{self.ways}-way {self.shots}-shot, {self.queries} query image{'s' if self.queries > 1 else ''} "
+            f"per class, {self.tasks} tasks, "
             f"{self.inner_steps} inner step{'s' if self.inner_steps > 1 else ''} (lr {self.inner_lr}), "
             f"conv4 hidden {self.hidden}, {self.image_size}x{self.image_size}"
         )
