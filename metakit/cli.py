@@ -75,6 +75,12 @@ def train_command(
     first_order: Annotated[
         bool | None, typer.Option("--first-order/--second-order", help="(default: second order)")
     ] = None,
+    task_mapping: Annotated[
+        str | None,
+        typer.Option(
+            help="how a batch's tasks run: auto, loop (least memory), threads or vmap (default: auto)"
+        ),
+    ] = None,
     split: Annotated[
         str | None, typer.Option(help="split convention: background-evaluation or maml-1200")
     ] = None,
@@ -118,7 +124,9 @@ def train_command(
         "run_dir": None if run_dir is None else str(run_dir),
         "eval_every": eval_every,
         "test_tasks": test_tasks,
-        "hyperparameters": _given(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order),
+        "hyperparameters": _given(
+            inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order, task_mapping=task_mapping
+        ),
         "sampler_options": _given(
             convention=split,
             rotation=rotation,

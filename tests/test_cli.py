@@ -111,6 +111,10 @@ ERRORS = [
         "sampler 'sinusoid' has no option convention; its options: amplitude, phase, x_range",
     ),
     (["train", "maml", *SINUSOID, "--ways", "0"], "option ways must be at least 1, got 0"),
+    (
+        ["train", "maml", *SINUSOID, "--task-mapping", "threadz"],
+        "unknown task_mapping 'threadz'; use one of auto, loop, threads, vmap",
+    ),
     (["train", "maml", *SINUSOID, "--precision", "fp16"], "unknown precision 'fp16'; use one of fp32, bf16"),
     (["train", "--config", "{tmp}/missing.toml"], "cannot read config file {tmp}/missing.toml: No such file"),
     (
@@ -135,6 +139,18 @@ def test_user_errors_are_one_line_and_leave_the_run_untouched(trained, tmp_path,
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert _snapshot(run) == before
     assert not (tmp_path / "new").exists()
+
+
+def test_the_task_mapping_option_reaches_the_algorithm(tmp_path):
+    run = tmp_path / "run"
+    result = _invoke(
+        "train", "maml", *SINUSOID, "--task-mapping", "loop", "--iterations", 1, "--eval-every", 0,
+        "--test-tasks", 0, "--run-dir", run,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        json.loads((run / "config.json").read_text())["config"]["hyperparameters"]["task_mapping"] == "loop"
+    )
 
 
 def test_a_corrupt_checkpoint_is_a_one_line_error(trained, tmp_path):
