@@ -10,8 +10,7 @@
 #   pip download --no-deps --only-binary=:all: -d .gpu higher==0.2.1
 # then run `bash benchmarks/gpu_session.sh` there with `.gpu` carried along. The tables and
 # logs are written to $OUT (default /tmp/metakit-gpu). DEVICE=cpu SPEED_CONFIGS=paper-5w
-# MINUTES=0.1 runs the same steps on a CPU, as a check of this script (there the time limits
-# below cut the slow parts short).
+# MINUTES=0.1 runs the same steps on a CPU in about 7 minutes, as a check of this script.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/metakit-gpu}

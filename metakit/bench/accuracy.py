@@ -180,7 +180,8 @@ def run_cell(cell: Cell, settings: AccuracySettings, log: Callable[[str], None])
         log(f"{cell.name}: {start} up to {settings.budget} in {directory.path}")
         config = settings.config(cell)
         if settings.minutes:  # the engine's limit counts the run's earlier wall time too
-            config = dataclasses.replace(config, minutes=(trained or (0, 0.0))[1] / 60 + settings.minutes)
+            earlier_seconds = trained[1] if trained else 0.0
+            config = dataclasses.replace(config, minutes=earlier_seconds / 60 + settings.minutes)
         run = train(config, resume=trained is not None)
         if run.interrupted:
             return dataclasses.replace(read_cell(cell, settings), interrupted=True)
