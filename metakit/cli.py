@@ -156,7 +156,9 @@ def eval_command(
     device: Annotated[str | None, typer.Option(help="(default: the run's)")] = None,
 ) -> None:
     """Meta-test a trained run: mean accuracy ± 1.96·std/sqrt(tasks); adds it to results.json."""
-    result = evaluate(run_dir, tasks, split, protocol, inner_steps, checkpoint, queries, seed, device)
+    result = evaluate(
+        run_dir, tasks, split, protocol, inner_steps, checkpoint, queries, seed, device, progress=True
+    )
     typer.echo(str(result))
 
 

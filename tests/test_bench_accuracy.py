@@ -113,7 +113,8 @@ class FakeEngine:
             )
         return SimpleNamespace(interrupted=stop, iteration=iteration)
 
-    def evaluate(self, run, tasks, split, protocol, checkpoint, seed, device):
+    def evaluate(self, run, tasks, split, protocol, checkpoint, seed, device, progress):
+        assert progress  # an evaluation can take an hour: the suite shows how far it is
         directory = RunDirectory(run)
         config = directory.config()
         iteration = load_checkpoint(directory.checkpoint(checkpoint))["iteration"]

@@ -74,6 +74,7 @@ def test_train_eval_plot_write_every_file_of_the_run(trained):
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("test mse ")
     assert "7 tasks" in result.stdout and "non-transductive; checkpoint last at iteration 4)" in result.stdout
+    assert "task 7/7  ETA" in result.stderr  # progress, on stderr
     results = json.loads((run / "results.json").read_text())
     assert [(r["tasks"], r["protocol"]) for r in results] == [(5, "transductive"), (7, "non-transductive")]
 

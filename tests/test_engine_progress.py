@@ -20,6 +20,13 @@ def test_plain_lines_when_the_output_is_not_a_terminal():
     assert lines[1] == "iteration 2: validation accuracy 0.9"
 
 
+def test_a_loop_of_other_steps_names_them_and_may_have_no_figures():
+    stream = io.StringIO()
+    with Progress(total=3, stream=stream, interval=0, label="meta-test", unit="task") as bar:
+        bar.update(1)
+    assert stream.getvalue().startswith("task 1/3  ETA 0:00:")
+
+
 def test_lines_are_periodic_not_per_iteration():
     stream = io.StringIO()
     with Progress(total=100, stream=stream, interval=3600) as bar:
@@ -35,3 +42,7 @@ def test_a_bar_on_a_terminal():
     output = stream.getvalue()
     assert "meta-train" in output and "4/4" in output and "loss 0.25" in output
     assert "iteration 4/4" not in output
+    stream = _Terminal()
+    with Progress(total=2, stream=stream, label="meta-test", unit="task") as bar:
+        bar.update(1)
+    assert "meta-test" in stream.getvalue() and "meta-train" not in stream.getvalue()

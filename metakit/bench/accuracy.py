@@ -203,6 +203,7 @@ def run_cell(cell: Cell, settings: AccuracySettings, log: Callable[[str], None])
                 checkpoint=_checkpoint_name(config),
                 seed=EVAL_SEED,
                 device=settings.device,
+                progress=True,
             )
     return read_cell(cell, settings)
 

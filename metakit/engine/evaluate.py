@@ -16,9 +16,11 @@ The result is the mean score over tasks with a 95% confidence interval
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from metakit.engine.components import (
     load_algorithm_state,
     resolve_device,
 )
+from metakit.engine.progress import Progress
 from metakit.engine.run_dir import RunDirectory
 from metakit.errors import MetakitError
 
@@ -93,11 +96,13 @@ def evaluate(
     queries: int | None = None,
     seed: int = 0,
     device: str | None = None,
+    progress: bool = False,
 ) -> EvalResult:
     """Evaluate a trained run (a ``Run`` or its directory) and add the result to its
     ``results.json``. ``inner_steps`` overrides the algorithm's ``eval_inner_steps``;
     ``queries`` (per class) defaults to the run's ``eval_queries``; ``device`` to its device.
-    The tasks are the same for the same ``seed``, whatever the run."""
+    The tasks are the same for the same ``seed``, whatever the run. ``progress`` shows the
+    tasks done, with an ETA, on stderr."""
     if split not in SPLITS:
         raise MetakitError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
     if protocol not in PROTOCOLS:
@@ -117,7 +122,10 @@ def evaluate(
     algorithm = build_algorithm(config, sampler, **overrides)
     load_algorithm_state(algorithm, state["algorithm"], str(path))
     algorithm.to(target)
-    metric, scores = task_scores(algorithm, sampler, tasks, seed, protocol, target)
+    shown = Progress(tasks, label="meta-test", unit="task") if progress else contextlib.nullcontext()
+    with shown as bar:
+        on_task = bar.update if bar else None
+        metric, scores = task_scores(algorithm, sampler, tasks, seed, protocol, target, on_task)
     result = EvalResult(
         metric=metric,
         **summarize(scores),
@@ -151,8 +159,10 @@ def task_scores(
     seed: int,
     protocol: str,
     device: torch.device,
+    on_task: Callable[[int], None] | None = None,
 ) -> tuple[str, Tensor]:
-    """``(metric, scores [tasks])``: each fixed task's query accuracy (or MSE) after adaptation."""
+    """``(metric, scores [tasks])``: each fixed task's query accuracy (or MSE) after
+    adaptation; ``on_task(n)`` is called after the ``n``-th task."""
     metric = "accuracy" if sampler.problem == "classification" else "mse"
     scores = []
     for batch in sampler.fixed_tasks(tasks, seed):
@@ -165,6 +175,8 @@ def task_scores(
                 scores.append((outputs.argmax(-1) == query_y).double().mean())
             else:
                 scores.append(F.mse_loss(outputs.double(), query_y.double()))
+            if on_task:
+                on_task(len(scores))
     return metric, torch.stack(scores).cpu()
 
 

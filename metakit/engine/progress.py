@@ -1,4 +1,5 @@
-"""Training progress on a terminal (a rich progress bar) or in a log (periodic plain lines).
+"""Progress of a long loop (meta-training, meta-testing) on a terminal (a rich progress
+bar) or in a log (periodic plain lines).
 
 Output that is not a terminal (CI, nohup, a pipe) gets one line per
 ``interval`` seconds instead of a bar, so logs stay readable.
@@ -18,10 +19,20 @@ SHORT_NAMES = {"tasks_per_second": "tasks/s"}
 
 
 class Progress:
-    """``with Progress(total, start) as bar: bar.update(iteration, {"loss": 0.3}); bar.log("...")``."""
+    """``with Progress(total, start) as bar: bar.update(iteration, {"loss": 0.3}); bar.log("...")``.
+    ``label`` names the loop on the bar, ``unit`` its steps in the plain lines."""
 
-    def __init__(self, total: int, start: int = 0, stream: TextIO | None = None, interval: float = 10.0):
+    def __init__(
+        self,
+        total: int,
+        start: int = 0,
+        stream: TextIO | None = None,
+        interval: float = 10.0,
+        label: str = "meta-train",
+        unit: str = "iteration",
+    ):
         self.total, self.start = total, start
+        self.label, self.unit = label, unit
         self.stream = stream or sys.stderr
         self.interval = interval
         self._bar: RichProgress | None = None
@@ -30,7 +41,7 @@ class Progress:
     def __enter__(self) -> Progress:
         if self.stream.isatty():
             self._bar = RichProgress(
-                TextColumn("[bold]meta-train"),
+                TextColumn(f"[bold]{self.label}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[status]}"),
@@ -38,16 +49,16 @@ class Progress:
                 console=Console(file=self.stream),
             )
             self._bar.start()
-            self._task = self._bar.add_task("train", total=self.total, completed=self.start, status="")
+            self._task = self._bar.add_task(self.label, total=self.total, completed=self.start, status="")
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._bar is not None:
             self._bar.stop()
 
-    def update(self, iteration: int, figures: dict[str, float]) -> None:
+    def update(self, iteration: int, figures: dict[str, float] | None = None) -> None:
         status = "  ".join(
-            f"{SHORT_NAMES.get(name, name)} {_format(value)}" for name, value in figures.items()
+            f"{SHORT_NAMES.get(name, name)} {_format(value)}" for name, value in (figures or {}).items()
         )
         if self._bar is not None:
             self._bar.update(self._task, completed=iteration, status=status)
@@ -55,7 +66,8 @@ class Progress:
         now = time.monotonic()
         if now - self._last_line >= self.interval or iteration == self.total:
             self._last_line = now
-            self.log(f"iteration {iteration}/{self.total}  {status}  ETA {self._eta(iteration, now)}")
+            figures_part = f"  {status}" if status else ""
+            self.log(f"{self.unit} {iteration}/{self.total}{figures_part}  ETA {self._eta(iteration, now)}")
 
     def log(self, line: str) -> None:
         if self._bar is not None:
