@@ -56,18 +56,18 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
 
-    def update(self, iteration: int, figures: dict[str, float] | None = None) -> None:
+    def update(self, done: int, figures: dict[str, float] | None = None) -> None:
         status = "  ".join(
             f"{SHORT_NAMES.get(name, name)} {_format(value)}" for name, value in (figures or {}).items()
         )
         if self._bar is not None:
-            self._bar.update(self._task, completed=iteration, status=status)
+            self._bar.update(self._task, completed=done, status=status)
             return
         now = time.monotonic()
-        if now - self._last_line >= self.interval or iteration == self.total:
+        if now - self._last_line >= self.interval or done == self.total:
             self._last_line = now
             figures_part = f"  {status}" if status else ""
-            self.log(f"{self.unit} {iteration}/{self.total}{figures_part}  ETA {self._eta(iteration, now)}")
+            self.log(f"{self.unit} {done}/{self.total}{figures_part}  ETA {self._eta(done, now)}")
 
     def log(self, line: str) -> None:
         if self._bar is not None:
@@ -75,11 +75,11 @@ class Progress:
         else:
             print(line, file=self.stream, flush=True)
 
-    def _eta(self, iteration: int, now: float) -> str:
-        done = iteration - self.start
-        if done <= 0:
+    def _eta(self, done: int, now: float) -> str:
+        since_start = done - self.start
+        if since_start <= 0:
             return "?"
-        seconds = int((now - self._began) / done * (self.total - iteration))
+        seconds = int((now - self._began) / since_start * (self.total - done))
         return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
