@@ -16,8 +16,8 @@ The result is the mean score over tasks with a 95% confidence interval
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import io
 import math
 import os
 from collections.abc import Callable
@@ -122,10 +122,9 @@ def evaluate(
     algorithm = build_algorithm(config, sampler, **overrides)
     load_algorithm_state(algorithm, state["algorithm"], str(path))
     algorithm.to(target)
-    shown = Progress(tasks, label="meta-test", unit="task") if progress else contextlib.nullcontext()
-    with shown as bar:
-        on_task = bar.update if bar else None
-        metric, scores = task_scores(algorithm, sampler, tasks, seed, protocol, target, on_task)
+    stream = None if progress else io.StringIO()  # as training does: a sink when not shown
+    with Progress(tasks, stream=stream, label="meta-test", unit="task") as bar:
+        metric, scores = task_scores(algorithm, sampler, tasks, seed, protocol, target, bar.update)
     result = EvalResult(
         metric=metric,
         **summarize(scores),
