@@ -309,7 +309,7 @@ def test_the_table_marks_full_budgeted_and_missing_cells_and_checks_full_ones_ag
         "| maml-20w1s-paper | 60000 (full) | 95.49 ± 0.30 (it. 60000) | 93.00 ± 0.40 (it. 60000) "
         "| 95.8 ± 0.3 (MAML paper, Table 1) | MISSED | cuda (H100), 1.50 h |",
         "| fomaml-5w1s-official | 500 (budgeted) | 99.10 ± 0.20 (it. 500) | 95.00 ± 0.40 (it. 500) "
-        "| 97.2 (public reproduction (MAML)) | n/a (budgeted) | cuda (H100), 1.50 h |",
+        "| 97.2 (public reproduction, first order) | n/a (budgeted) | cuda (H100), 1.50 h |",
         "| maml-5w5s-official | 1200 (budgeted) | not evaluated | not evaluated | - | - "
         "| cuda (H100), 1.50 h |",
         "| maml-20w5s-paper | not run | not evaluated | not evaluated "
@@ -341,7 +341,7 @@ def test_the_command_prints_the_table_and_appends_it_keeping_earlier_sections(tm
     assert result.exit_code == 0, result.output
     row = (
         "| fomaml-20w1s-official | 2 (budgeted) | 90.00 ± 1.00 (it. 2) | 80.00 ± 1.00 (it. 2) "
-        "| 84.3 (public reproduction (MAML)) | n/a (budgeted) | cpu (fake), 0.02 h |"
+        "| 84.3 (public reproduction, first order) | n/a (budgeted) | cpu (fake), 0.02 h |"
     )
     assert row in result.output.splitlines()
     text = output.read_text()
