@@ -1,5 +1,7 @@
 """TrainConfig: the paper's defaults per number of ways, config files, overrides, checked options."""
 
+from pathlib import Path
+
 import pytest
 
 from metakit import MetakitError, TrainConfig, load_config
@@ -47,6 +49,17 @@ def test_a_toml_file_with_command_line_overrides(tmp_path):
     assert (config.algorithm, config.ways, config.iterations, config.seed) == ("fomaml", 20, 7, 0)
     assert config.hyperparameters == {"inner_lr": 0.3, "inner_steps": 2}
     assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_the_reproduction_example_keeps_its_settings_over_the_papers_defaults():
+    example = Path(__file__).parents[1] / "examples" / "fomaml_reproduction.toml"
+    config = resolve(load_config(example))
+    assert (config.algorithm, config.ways, config.shots, config.queries) == ("fomaml", 5, 1, 15)
+    assert config.hyperparameters == {"inner_steps": 5, "inner_lr": 0.1, "eval_inner_steps": 10}
+    assert (config.sampler_options["convention"], config.sampler_options["rotation"]) == (
+        "background-evaluation",
+        "none",
+    )
 
 
 @pytest.mark.parametrize(
