@@ -51,10 +51,14 @@ def test_a_toml_file_with_command_line_overrides(tmp_path):
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 
-def test_the_reproduction_example_keeps_its_settings_over_the_papers_defaults():
-    example = Path(__file__).parents[1] / "examples" / "fomaml_reproduction.toml"
-    config = resolve(load_config(example))
-    assert (config.algorithm, config.ways, config.shots, config.queries) == ("fomaml", 5, 1, 15)
+@pytest.mark.parametrize(
+    ("file", "ways", "meta_batch"),
+    [("fomaml_reproduction.toml", 5, 32), ("fomaml_reproduction_20w1s.toml", 20, 8)],
+)
+def test_the_reproduction_examples_keep_their_settings_over_the_papers_defaults(file, ways, meta_batch):
+    config = resolve(load_config(Path(__file__).parents[1] / "examples" / file))
+    assert (config.algorithm, config.ways, config.shots, config.queries) == ("fomaml", ways, 1, 15)
+    assert (config.meta_batch, config.meta_lr) == (meta_batch, 1e-3)
     assert config.hyperparameters == {"inner_steps": 5, "inner_lr": 0.1, "eval_inner_steps": 10}
     assert (config.sampler_options["convention"], config.sampler_options["rotation"]) == (
         "background-evaluation",
