@@ -66,6 +66,10 @@ def test_unknown_or_missing_cell_names_are_one_line_errors(algorithms, settings,
         (["--eval-tasks", "0"], "error: --eval-tasks must be at least 1 (600 in the paper), got 0\n"),
         (["-p", "papers"], "error: unknown protocol 'papers'; use one of paper, official\n"),
         (["--device", "tpu"], "error: unknown device 'tpu'; use auto, cpu or cuda\n"),
+        (
+            ["--backbone", "conv5"],
+            "error: unknown backbone 'conv5'. Did you mean 'conv4'? Known: conv4, conv4-strided, mlp\n",
+        ),
     ],
 )
 def test_bad_command_options_print_one_line_and_exit_1(tmp_path, options, message):
@@ -167,6 +171,16 @@ def test_cells_train_with_the_protocols_data_and_are_evaluated_both_ways(tmp_pat
     )
     means = [(r.results["transductive"].mean, r.results["non-transductive"].mean) for r in results]
     assert [r.iterations for r in results] == [3, 3] and means == [(0.9, 0.8), (0.9, 0.8)]
+
+
+def test_cells_train_the_chosen_backbone_and_refuse_a_run_of_another(tmp_path, engine):
+    settings = _settings(tmp_path, budget=3, names=["fomaml-5w1s-paper"], backbone="conv4-strided")
+    results = run_accuracy_suite(settings, log=_quiet)
+    assert RunDirectory(settings.root / "fomaml-5w1s-paper").config().backbone == "conv4-strided"
+    assert results[0].iterations == 3
+    assert "Training: conv4-strided, fp32" in format_accuracy_report(results, settings)
+    with pytest.raises(MetakitError, match=r"holds another run \(fomaml on conv4-strided in fp32, 5w1s"):
+        run_accuracy_suite(dataclasses.replace(settings, backbone="conv4", budget=4), log=_quiet)
 
 
 def test_finished_cells_are_skipped_short_ones_resumed_and_only_new_checkpoints_evaluated(tmp_path, engine):

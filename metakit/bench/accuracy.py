@@ -32,6 +32,7 @@ from metakit.engine.config import PAPER_SETTINGS
 from metakit.engine.evaluate import PROTOCOLS as EVAL_PROTOCOLS
 from metakit.engine.run_dir import RunDirectory
 from metakit.errors import MetakitError
+from metakit.registry import backbones
 
 FULL_BUDGET = 60000  # the MAML paper's meta-iterations
 EVAL_SEED = 0  # the same test tasks for every run
@@ -117,6 +118,7 @@ class AccuracySettings:
         if self.root.exists() and not self.root.is_dir():
             raise MetakitError(f"--root {self.root} is a file; give a folder for the cells' run directories")
         resolve_device(self.device)
+        backbones.get(self.backbone)
 
     def config(self, cell: Cell) -> TrainConfig:
         """The cell's run: the engine's defaults (the paper's hyperparameters for the number of

@@ -124,6 +124,10 @@ def omniglot(
     precision: Annotated[
         str, typer.Option(help=f"Training precision: {', '.join(PRECISIONS)} (evaluation: fp32).")
     ] = "fp32",
+    backbone: Annotated[
+        str,
+        typer.Option(help="Network of every cell: conv4 (max-pool) or conv4-strided (the MAML paper's)."),
+    ] = AccuracySettings.backbone,
     table_only: Annotated[
         bool, typer.Option("--table-only", help="Neither train nor evaluate: table what the runs hold.")
     ] = False,
@@ -144,6 +148,7 @@ def omniglot(
             eval_tasks=eval_tasks,
             seed=seed,
             precision=precision,
+            backbone=backbone,
             table_only=table_only,
             output=None if output == "-" else Path(output),
             command=_command_line(),
