@@ -2,7 +2,8 @@
 # The GPU checks of the benchmark suites in one run of at most 10 minutes, for a session that is
 # lent a GPU machine with PyTorch and no network: the speed suite on CUDA (the vmap mapping
 # against the per-task loop peers; the target is 5x in configuration A), then MAML 5-way
-# 1-shot under the paper's protocol, trained for MINUTES and evaluated both ways.
+# 1-shot under the paper's protocol (and the paper's strided network), trained for MINUTES and
+# evaluated both ways.
 #
 # Prepare in the repository root, on the machine without the GPU:
 #   echo /.gpu/ >> .git/info/exclude

@@ -156,6 +156,7 @@ def test_cells_train_with_the_protocols_data_and_are_evaluated_both_ways(tmp_pat
     paper = RunDirectory(settings.root / "maml-5w1s-paper").config()
     official = RunDirectory(settings.root / "fomaml-20w5s-official").config()
     assert (paper.algorithm, paper.ways, paper.shots, paper.test_tasks) == ("maml", 5, 1, 0)
+    assert (paper.backbone, official.backbone) == ("conv4-strided", "conv4")  # each figure's network
     assert paper.sampler_options == {
         "convention": "maml-1200",
         "rotation": "per-task",
@@ -173,11 +174,16 @@ def test_cells_train_with_the_protocols_data_and_are_evaluated_both_ways(tmp_pat
     assert [r.iterations for r in results] == [3, 3] and means == [(0.9, 0.8), (0.9, 0.8)]
 
 
-def test_cells_train_the_chosen_backbone_and_refuse_a_run_of_another(tmp_path, engine):
-    settings = _settings(tmp_path, budget=3, names=["fomaml-5w1s-paper"], backbone="conv4-strided")
+def test_a_chosen_backbone_is_every_cells_and_a_run_of_another_is_refused(tmp_path, engine):
+    names = ["fomaml-5w1s-paper", "fomaml-5w1s-official"]
+    default = _settings(tmp_path, budget=3, names=names, output=None)
+    assert "Training: conv4-strided under `paper`, conv4 under `official`, fp32" in format_accuracy_report(
+        run_accuracy_suite(default, log=_quiet), default
+    )
+    settings = dataclasses.replace(default, root=tmp_path / "other", backbone="conv4-strided")
     results = run_accuracy_suite(settings, log=_quiet)
-    assert RunDirectory(settings.root / "fomaml-5w1s-paper").config().backbone == "conv4-strided"
-    assert results[0].iterations == 3
+    assert [RunDirectory(settings.root / name).config().backbone for name in names] == ["conv4-strided"] * 2
+    assert [r.iterations for r in results] == [3, 3]
     assert "Training: conv4-strided, fp32" in format_accuracy_report(results, settings)
     with pytest.raises(MetakitError, match=r"holds another run \(fomaml on conv4-strided in fp32, 5w1s"):
         run_accuracy_suite(dataclasses.replace(settings, backbone="conv4", budget=4), log=_quiet)
@@ -248,12 +254,12 @@ def test_a_run_dir_of_another_run_or_without_checkpoint_is_refused_and_kept(tmp_
     record["config"]["ways"] = 20
     stranger.config_file.write_text(json.dumps(record))
     with pytest.raises(
-        MetakitError, match=r"holds another run \(maml on conv4 in fp32, 20w1s, omniglot maml-1200"
+        MetakitError, match=r"holds another run \(maml on conv4-strided in fp32, 20w1s, omniglot maml-1200"
     ):
         run_accuracy_suite(dataclasses.replace(settings, root=tmp_path / "elsewhere"), log=_quiet)
     record["config"] |= {"ways": 5, "precision": "bf16"}
     stranger.config_file.write_text(json.dumps(record))
-    with pytest.raises(MetakitError, match=r"holds another run \(maml on conv4 in bf16, 5w1s"):
+    with pytest.raises(MetakitError, match=r"holds another run \(maml on conv4-strided in bf16, 5w1s"):
         run_accuracy_suite(dataclasses.replace(settings, root=tmp_path / "elsewhere"), log=_quiet)
     record["config"]["precision"] = "fp32"
     stranger.checkpoint("last").unlink()

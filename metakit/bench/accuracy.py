@@ -42,6 +42,10 @@ DATA_PROTOCOLS = {
     "paper": {"convention": "maml-1200", "rotation": "per-task"},
     "official": {"convention": "background-evaluation", "rotation": "none"},
 }
+NETWORKS = {"paper": "conv4-strided", "official": "conv4"}
+"""Each protocol's network unless one is chosen for every cell: the one behind the figures the
+protocol compares with. The MAML paper's Omniglot network has stride-2 convolutions and no
+max-pool; the public reproduction's has max-pool."""
 DEFAULT_ROOT = Path("runs/omniglot-accuracy")
 
 
@@ -92,7 +96,8 @@ def _product(chosen: dict[str, set[str]]) -> set[tuple[str, str, str]]:
 class AccuracySettings:
     """What to run: ``budget`` meta-iterations per cell, trained for at most ``minutes`` per cell
     in this invocation (0: no limit); runs under ``root``; ``data_dir`` holds the Omniglot zips
-    (``None``: the sampler's default); ``output=None`` appends nothing."""
+    (``None``: the sampler's default); ``backbone`` is every cell's network (``None``: each
+    protocol's, ``NETWORKS``); ``output=None`` appends nothing."""
 
     cells: tuple[Cell, ...]
     budget: int = FULL_BUDGET
@@ -103,7 +108,7 @@ class AccuracySettings:
     eval_tasks: int = 600
     seed: int = 0
     precision: str = TrainConfig.precision
-    backbone: str = TrainConfig.backbone
+    backbone: str | None = None
     table_only: bool = False
     output: Path | None = Path("docs/benchmarks.md")
     command: str = ""
@@ -118,7 +123,8 @@ class AccuracySettings:
         if self.root.exists() and not self.root.is_dir():
             raise MetakitError(f"--root {self.root} is a file; give a folder for the cells' run directories")
         resolve_device(self.device)
-        backbones.get(self.backbone)
+        if self.backbone is not None:
+            backbones.get(self.backbone)
 
     def config(self, cell: Cell) -> TrainConfig:
         """The cell's run: the engine's defaults (the paper's hyperparameters for the number of
@@ -129,7 +135,7 @@ class AccuracySettings:
             options["data_dir"] = str(self.data_dir)
         return TrainConfig(
             algorithm=cell.algorithm,
-            backbone=self.backbone,
+            backbone=self.backbone or NETWORKS[cell.protocol],
             sampler="omniglot",
             ways=ways,
             shots=shots,
@@ -323,7 +329,7 @@ def _protocol_text(settings: AccuracySettings) -> str:
     )
     defaults = TrainConfig()
     return (
-        f"Training: {settings.backbone}, {settings.precision}, Adam {defaults.meta_lr}, "
+        f"Training: {_networks(settings)}, {settings.precision}, Adam {defaults.meta_lr}, "
         f"seed {settings.seed}, queries = shots, "
         f"the MAML paper's settings per ways ({per_ways}); `paper` = maml-1200 split with each class "
         "of a task rotated by a random multiple of 90 degrees, `official` = background/evaluation "
@@ -335,6 +341,13 @@ def _protocol_text(settings: AccuracySettings) -> str:
         "iterations; a budgeted cell trained fewer and its figures are not comparable with the "
         "published ones."
     )
+
+
+def _networks(settings: AccuracySettings) -> str:
+    if settings.backbone is not None:
+        return settings.backbone
+    protocols = dict.fromkeys(cell.protocol for cell in settings.cells)
+    return ", ".join(f"{NETWORKS[protocol]} under `{protocol}`" for protocol in protocols)
 
 
 def _row(result: CellResult) -> list[str]:

@@ -125,9 +125,12 @@ def omniglot(
         str, typer.Option(help=f"Training precision: {', '.join(PRECISIONS)} (evaluation: fp32).")
     ] = "fp32",
     backbone: Annotated[
-        str,
-        typer.Option(help="Network of every cell: conv4 (max-pool) or conv4-strided (the MAML paper's)."),
-    ] = AccuracySettings.backbone,
+        str | None,
+        typer.Option(
+            help="Network of every cell (default: conv4-strided, the MAML paper's, under paper; "
+            "conv4, with max-pool, under official)."
+        ),
+    ] = None,
     table_only: Annotated[
         bool, typer.Option("--table-only", help="Neither train nor evaluate: table what the runs hold.")
     ] = False,
