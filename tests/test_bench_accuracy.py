@@ -185,7 +185,7 @@ def test_a_chosen_backbone_is_every_cells_and_a_run_of_another_is_refused(tmp_pa
     assert [RunDirectory(settings.root / name).config().backbone for name in names] == ["conv4-strided"] * 2
     assert [r.iterations for r in results] == [3, 3]
     assert "Training: conv4-strided, fp32" in format_accuracy_report(results, settings)
-    with pytest.raises(MetakitError, match=r"holds another run \(fomaml on conv4-strided in fp32, 5w1s"):
+    with pytest.raises(MetakitError, match=r"\(fomaml on conv4-strided in fp32, 5w1s.*give its --backbone"):
         run_accuracy_suite(dataclasses.replace(settings, backbone="conv4", budget=4), log=_quiet)
 
 

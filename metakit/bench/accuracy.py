@@ -248,7 +248,8 @@ def _trained(directory: RunDirectory, expected: TrainConfig) -> tuple[int, float
             f"run dir {directory.path} holds another run ({saved.algorithm} on {saved.backbone} in "
             f"{saved.precision}, {saved.ways}w{saved.shots}s, {saved.sampler} "
             f"{saved.sampler_options.get('convention')}, "
-            f"rotation {saved.sampler_options.get('rotation')}); move it away or choose another --root"
+            f"rotation {saved.sampler_options.get('rotation')}); move it away, choose another --root, "
+            "or give its --backbone and --precision"
         )
     last = directory.checkpoint("last")
     if not last.is_file():
