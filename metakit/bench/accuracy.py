@@ -126,6 +126,9 @@ class AccuracySettings:
         if self.backbone is not None:
             backbones.get(self.backbone)
 
+    def network(self, protocol: str) -> str:
+        return self.backbone or NETWORKS[protocol]
+
     def config(self, cell: Cell) -> TrainConfig:
         """The cell's run: the engine's defaults (the paper's hyperparameters for the number of
         ways) on Omniglot under the cell's data protocol; meta-testing is done by the suite."""
@@ -135,7 +138,7 @@ class AccuracySettings:
             options["data_dir"] = str(self.data_dir)
         return TrainConfig(
             algorithm=cell.algorithm,
-            backbone=self.backbone or NETWORKS[cell.protocol],
+            backbone=self.network(cell.protocol),
             sampler="omniglot",
             ways=ways,
             shots=shots,
@@ -348,7 +351,7 @@ def _networks(settings: AccuracySettings) -> str:
     if settings.backbone is not None:
         return settings.backbone
     protocols = dict.fromkeys(cell.protocol for cell in settings.cells)
-    return ", ".join(f"{NETWORKS[protocol]} under `{protocol}`" for protocol in protocols)
+    return ", ".join(f"{settings.network(protocol)} under `{protocol}`" for protocol in protocols)
 
 
 def _row(result: CellResult) -> list[str]:
