@@ -17,6 +17,7 @@ import metakit
 from metakit import MetakitError, TaskBatch, TrainConfig
 from metakit.data.sampler import TaskSampler
 from metakit.engine.evaluate import predict_queries
+from metakit.engine.run_dir import RunDirectory
 from metakit.registry import register_sampler, samplers
 
 
@@ -122,6 +123,23 @@ def test_resumed_runs_end_bit_identical_to_an_uninterrupted_run(tmp_path, monkey
         lines = run.directory.joinpath("metrics.jsonl").read_text().splitlines()
         iterations = [json.loads(line)["iteration"] for line in lines]
         assert iterations == [1, 2, 3, 4, 5, 6]
+
+
+def test_ctrl_c_while_an_iteration_is_logged_still_saves_the_iteration_it_stops_at(tmp_path, monkeypatch):
+    # The signal lands while iteration 3 writes its metrics line (no checkpoint is due at 3).
+    original = RunDirectory.append_metrics
+
+    def append_metrics(self, line):
+        original(self, line)
+        if line["iteration"] == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(RunDirectory, "append_metrics", append_metrics)
+    run = metakit.train(_config(tmp_path, eval_every=0), progress=False)
+    assert run.interrupted
+    saved = torch.load(run.directory / "last.pt", weights_only=True)["iteration"]
+    lines = run.directory.joinpath("metrics.jsonl").read_text().splitlines()
+    assert saved == run.iteration == json.loads(lines[-1])["iteration"] == 4
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

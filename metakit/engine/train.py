@@ -115,18 +115,22 @@ class _Trainer:
         """Iterate until ``config.iterations`` or Ctrl-C; returns whether it was interrupted."""
         stream = None if show else io.StringIO()
         started = time.monotonic() - self.wall_time
+        stopping = False
         with Progress(self.config.iterations, self.iteration, stream) as bar, _interruptible() as stop:
-            while not self._finished() and not stop.is_set():
+            while not self._finished() and not stopping:
                 self._step()
                 bar.update(self.iteration, self._figures())
                 self.wall_time = time.monotonic() - started
-                self._log_and_save(bar, stop.is_set())
-            if stop.is_set():
+                # Read the flag once: a Ctrl-C that lands while this iteration is logged and
+                # saved stops the loop after the next one, which saves.
+                stopping = stop.is_set()
+                self._log_and_save(bar, stopping)
+            if stopping:
                 bar.log(
                     f"interrupted at iteration {self.iteration}; saved {self.directory.checkpoint('last')}; "
                     f"continue with: metakit train --resume --run-dir {self.directory.path}"
                 )
-        return stop.is_set()
+        return stopping
 
     def _finished(self) -> bool:
         out_of_time = self.config.minutes and self.wall_time >= 60 * self.config.minutes
