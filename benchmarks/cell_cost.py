@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--network", action="append", help="default: conv4-strided and conv4, side by side")
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per run")
     args = parser.parse_args()
+    if args.iterations < 1:
+        parser.error(f"--iterations must be at least 1, got {args.iterations}")
     networks = args.network or ["conv4-strided", "conv4"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     print("| cell | network | s / meta-iteration | hours for 60,000 |")
