@@ -23,6 +23,7 @@ from metakit.bench.accuracy import (
 )
 from metakit.bench.cli import bench_app
 from metakit.bench.published import Published, published
+from metakit.data import omniglot
 from metakit.engine.checkpoint import load_checkpoint, save_checkpoint
 from metakit.engine.evaluate import RESULT_KEY
 from metakit.engine.run_dir import RunDirectory
@@ -84,6 +85,23 @@ def test_a_root_that_is_a_file_is_refused(tmp_path):
     result = CliRunner().invoke(bench_app, ["omniglot", "--root", str(root), "--output", "-"])
     assert result.output == f"error: --root {root} is a file; give a folder for the cells' run directories\n"
     assert root.read_text() == "mine"
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_missing_zips_are_fetched_unless_no_download_and_no_run_is_left(tmp_path, monkeypatch, download):
+    monkeypatch.setattr(omniglot, "ARCHIVE_URL", "http://127.0.0.1:9/{name}.zip")  # nothing listens on port 9
+    zips, root = tmp_path / "zips", tmp_path / "runs"
+    flag = [] if download else ["--no-download"]  # fetching is the command line's default
+    options = ["-a", "fomaml", "-s", "5w1s", "-p", "official", "--budget", "1", "--data-dir", str(zips)]
+    result = CliRunner().invoke(bench_app, ["omniglot", *options, "--root", str(root), "--output", "-", *flag])
+    assert result.exit_code == 1
+    error = result.output.splitlines()[-1]
+    if download:
+        assert error.startswith("error: could not download http://127.0.0.1:9/images_background.zip (")
+        assert list(zips.iterdir()) == []  # no partial zip
+    else:
+        assert error.startswith("error: images_background.zip is missing: put images_background.zip and")
+    assert not (root / "fomaml-5w1s-official").exists()  # the same command starts afresh once the zips are there
 
 
 SECONDS_PER_ITERATION = 36.0

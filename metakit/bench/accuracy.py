@@ -96,7 +96,7 @@ def _product(chosen: dict[str, set[str]]) -> set[tuple[str, str, str]]:
 class AccuracySettings:
     """What to run: ``budget`` meta-iterations per cell, trained for at most ``minutes`` per cell
     in this invocation (0: no limit); runs under ``root``; ``data_dir`` holds the Omniglot zips
-    (``None``: the sampler's default); ``backbone`` is every cell's network (``None``: each
+    (``None``: the sampler's default), fetched there when missing if ``download``; ``backbone`` is every cell's network (``None``: each
     protocol's, ``NETWORKS``); ``output=None`` appends nothing."""
 
     cells: tuple[Cell, ...]
@@ -104,6 +104,7 @@ class AccuracySettings:
     minutes: float = 0.0
     root: Path = DEFAULT_ROOT
     data_dir: Path | None = None
+    download: bool = False
     device: str = "auto"
     eval_tasks: int = 600
     seed: int = 0
@@ -136,6 +137,8 @@ class AccuracySettings:
         options = dict(DATA_PROTOCOLS[cell.protocol])
         if self.data_dir is not None:
             options["data_dir"] = str(self.data_dir)
+        if self.download:
+            options["download"] = True
         return TrainConfig(
             algorithm=cell.algorithm,
             backbone=self.network(cell.protocol),

@@ -118,6 +118,9 @@ def omniglot(
     ] = 0.0,
     root: Annotated[Path, typer.Option(help="Folder of the cells' run directories.")] = DEFAULT_ROOT,
     data_dir: Annotated[Path | None, typer.Option(help="Folder of the Omniglot zips.")] = None,
+    download: Annotated[
+        bool, typer.Option("--download/--no-download", help="Fetch missing Omniglot zips into it.")
+    ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     eval_tasks: Annotated[int, typer.Option(help="Test tasks per evaluation.")] = 600,
     seed: Annotated[int, typer.Option(help="Training seed of every cell.")] = 0,
@@ -147,6 +150,7 @@ def omniglot(
             minutes=minutes,
             root=root,
             data_dir=data_dir,
+            download=download,
             device=device,
             eval_tasks=eval_tasks,
             seed=seed,
