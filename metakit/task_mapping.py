@@ -114,7 +114,12 @@ def _threaded(
     was 1.2x faster than one loop on two intra-op threads, which idle through the
     many small operations of a few-shot task. Results do not depend on scheduling:
     each thread sums its tasks in order, and the sums are added in thread order. The
-    caller's autocast state (thread-local in torch) is set in every thread."""
+    caller's autocast state (thread-local in torch) is set in every thread.
+
+    Every thread differentiates its own leaf tensors (views of the same weights): with
+    leaves shared between threads, torch 2.13 deadlocked after some hundred meta-iterations
+    (one thread holding the GIL inside a Python autograd Function and waiting for a leaf's
+    autograd lock, the other holding that lock and waiting for the GIL)."""
     torch_threads = torch.get_num_threads()
     device = batch.support_x.device.type
     autocast = dict(  # entered once per thread: an autocast object keeps per-entry state
@@ -123,7 +128,7 @@ def _threaded(
     workers = min(torch_threads, batch.num_tasks)
     objectives = [objective] + [replicate() for _ in range(workers - 1)]
     calls = task_groups(batch.num_tasks, tasks_per_call, workers)
-    leaves = _leaves(params)
+    leaves = [_leaves(params) for _ in range(workers)]
     parts: list = [None] * workers
     failures: list[BaseException] = []
 
@@ -131,7 +136,7 @@ def _threaded(
         torch.set_num_threads(1)
         try:
             with torch.autocast(**autocast):
-                parts[worker] = _accumulate(objectives[worker], leaves, batch, calls[worker::workers])
+                parts[worker] = _accumulate(objectives[worker], leaves[worker], batch, calls[worker::workers])
         except BaseException as error:  # re-raised in the calling thread
             failures.append(error)
 
@@ -146,7 +151,7 @@ def _threaded(
         torch.set_num_threads(torch_threads)
     if failures:
         raise failures[0]
-    return _mean(leaves, parts, batch.num_tasks)
+    return _mean(leaves[0], parts, batch.num_tasks)
 
 
 def task_groups(tasks: int, per_call: int, workers: int) -> list[int] | list[slice]:

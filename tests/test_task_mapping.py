@@ -1,5 +1,7 @@
 """The task mappings' bookkeeping: which threads run which tasks, failures, and the choice of ``auto``."""
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -48,6 +50,43 @@ def test_threads_split_tasks_over_torch_threads_and_restore_the_count(three_torc
     assert len(set(seen.values())) == 3
     assert [seen[t] for t in range(3)] == [seen[t] for t in range(3, 6)]
     assert torch.get_num_threads() == 3
+
+
+DEADLOCK_PROBE = """
+import torch
+from metakit import TaskBatch
+from metakit.task_mapping import mapped_meta_loss
+
+class Twice(torch.autograd.Function):
+    forward = staticmethod(lambda ctx, x: x * 2)
+    backward = staticmethod(lambda ctx, grad: grad * 2)
+
+def objective(params, support_x, support_y, query_x, query_y):
+    w = params["w"]
+    for _ in range(5000):  # each result dropped at once: the weight's gradient edge is made anew
+        Twice.apply(w)
+        w * 0.5
+    return w.sum(), {}
+
+torch.set_num_threads(2)
+x, y = torch.zeros(2, 1, 1, 4, 4), torch.zeros(2, 1, dtype=torch.long)
+w = torch.zeros(3, requires_grad=True)
+for _ in range(5):
+    mapped_meta_loss(objective, {"w": w}, TaskBatch(x, y, x, y), "threads", replicate=lambda: objective)
+print("finished")
+"""
+
+
+def test_threads_survive_python_autograd_functions_on_the_weights():
+    """With one leaf per weight shared by the threads, this deadlocked torch 2.13 within
+    seconds, every time (see ``_threaded``); it runs in a process of its own because a
+    deadlocked thread holds the GIL."""
+    try:
+        probe = [sys.executable, "-c", DEADLOCK_PROBE]
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the threads mapping deadlocked")
+    assert done.stdout.strip() == "finished", done.stderr[-2000:]
 
 
 def test_a_failing_task_in_a_worker_thread_raises_in_the_caller(three_torch_threads):
