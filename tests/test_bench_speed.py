@@ -10,6 +10,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
+from metakit import MetakitError
 from metakit.bench import peers, rows
 from metakit.bench.cli import bench_app
 from metakit.bench.configs import SpeedConfig
@@ -118,6 +119,25 @@ def test_suite_gates_and_times_every_row(monkeypatch):
     assert found["plain-loop-metakit-conv4"].gate_error < GATE_TOLERANCE
     assert all(len(found[name].times_ms) == 2 for name in names[:4])
     assert suite.matmul_gflops > 0
+
+
+@pytest.mark.parametrize(
+    ("measured", "message"),
+    [
+        ({"status": "timeout"}, "measuring the machine took more than --timeout 30 s; raise it"),
+        ({"status": "out of memory"}, "measuring the machine ran out of --memory-limit 0.5 GiB; raise it"),
+        (
+            {"status": "failed: exit 1", "stderr": "Traceback ...\nModuleNotFoundError: No module named 'x'"},
+            "measuring the machine did not finish (failed: exit 1); "
+            "its last words: ModuleNotFoundError: No module named 'x'",
+        ),
+    ],
+)
+def test_a_machine_measurement_that_does_not_finish_says_what_to_change(measured, message):
+    settings = SpeedSettings(configs=(TINY,), timeout_s=30, memory_limit_gb=0.5, output=None)
+    with pytest.raises(MetakitError) as error:
+        run_speed_suite(settings, progress=lambda line: None, launcher=lambda job, settings: measured)
+    assert str(error.value) == message
 
 
 def test_rounds_take_turns_and_pool_every_rounds_iterations():
@@ -235,6 +255,21 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
                 "and --rounds >= 1",
             )
             for option in ("--iterations", "--warmup", "--rounds")
+        ),
+        (
+            ["--timeout", "0"],
+            "error: --timeout must be more than 0 seconds (leave it out: no limit), got 0.0",
+        ),
+        (
+            ["--memory-limit", "-1"],
+            "error: --memory-limit must be more than 0 GiB (leave it out: no limit), got -1.0",
+        ),
+        *(
+            (
+                [option, "-1"],
+                "error: use --threads >= 0 (0: torch's default) and --gate-tasks >= 0 (0: all tasks)",
+            )
+            for option in ("--threads", "--gate-tasks")
         ),
     ],
 )

@@ -96,8 +96,9 @@ def _product(chosen: dict[str, set[str]]) -> set[tuple[str, str, str]]:
 class AccuracySettings:
     """What to run: ``budget`` meta-iterations per cell, trained for at most ``minutes`` per cell
     in this invocation (0: no limit); runs under ``root``; ``data_dir`` holds the Omniglot zips
-    (``None``: the sampler's default), fetched there when missing if ``download``; ``backbone`` is every cell's network (``None``: each
-    protocol's, ``NETWORKS``); ``output=None`` appends nothing."""
+    (``None``: the sampler's default), fetched there when missing if ``download``; ``backbone``
+    is every cell's network (``None``: each protocol's, ``NETWORKS``); ``output=None`` appends
+    nothing."""
 
     cells: tuple[Cell, ...]
     budget: int = FULL_BUDGET

@@ -76,6 +76,16 @@ class SpeedSettings:
             raise MetakitError(
                 "use --iterations >= 1 (10 or more for reported numbers), --warmup >= 0 and --rounds >= 1"
             )
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise MetakitError(
+                f"--timeout must be more than 0 seconds (leave it out: no limit), got {self.timeout_s}"
+            )
+        if self.memory_limit_gb is not None and self.memory_limit_gb <= 0:
+            raise MetakitError(
+                f"--memory-limit must be more than 0 GiB (leave it out: no limit), got {self.memory_limit_gb}"
+            )
+        if self.threads < 0 or self.gate_tasks < 0:
+            raise MetakitError("use --threads >= 0 (0: torch's default) and --gate-tasks >= 0 (0: all tasks)")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise MetakitError(f"device '{self.device}' is not available here; use --device cpu")
         if self.device != "cpu" and not self.device.startswith("cuda"):
@@ -202,6 +212,17 @@ def _job(config: SpeedConfig, row_name: str, settings: SpeedSettings) -> dict[st
     }
 
 
+def _machine_failure(measured: dict[str, Any], settings: SpeedSettings) -> str:
+    """What to do when the first process, which only measures the machine, did not finish."""
+    status = measured["status"]
+    if status == "timeout":
+        return f"measuring the machine took more than --timeout {settings.timeout_s:g} s; raise it"
+    if status == "out of memory":
+        return f"measuring the machine ran out of --memory-limit {settings.memory_limit_gb:g} GiB; raise it"
+    last = (measured.get("stderr") or "").strip().splitlines()[-1:] or ["no message"]
+    return f"measuring the machine did not finish ({status}); its last words: {last[0]}"
+
+
 def _highest(*values: int | None) -> int | None:
     return max((v for v in values if v is not None), default=None)
 
@@ -214,9 +235,7 @@ def run_speed_suite(
     settings.validate()
     measured = launcher({"job": "machine", "device": settings.device, "threads": settings.threads}, settings)
     if measured["status"] != "ok":
-        raise MetakitError(
-            f"measuring the machine failed ({measured['status']}); rerun without --memory-limit"
-        )
+        raise MetakitError(_machine_failure(measured, settings))
     rows = []
     for config in settings.configs:
         gated = [gate_row(config, row_name, settings, launcher) for row_name in settings.rows]
