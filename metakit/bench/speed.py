@@ -220,7 +220,7 @@ def _machine_failure(measured: dict[str, Any], settings: SpeedSettings) -> str:
     if status == "out of memory":
         return f"measuring the machine ran out of --memory-limit {settings.memory_limit_gb:g} GiB; raise it"
     last = (measured.get("stderr") or "").strip().splitlines()[-1:] or ["no message"]
-    return f"measuring the machine did not finish ({status}); its last words: {last[0]}"
+    return f"measuring the machine did not finish ({status}): {last[0]}"
 
 
 def _highest(*values: int | None) -> int | None:
