@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -132,7 +133,12 @@ class FakeEngine:
         for which in ("last", "best"):
             save_checkpoint(
                 directory.checkpoint(which),
-                {"iteration": iteration, "wall_time": SECONDS_PER_ITERATION * iteration},
+                {
+                    "iteration": iteration,
+                    "wall_time": SECONDS_PER_ITERATION * iteration,
+                    "algorithm": {},
+                    "config": config.to_dict(),
+                },
             )
         return SimpleNamespace(interrupted=stop, iteration=iteration)
 
@@ -168,8 +174,9 @@ def _quiet(line):
     pass
 
 
-def test_cells_train_with_the_protocols_data_and_are_evaluated_both_ways(tmp_path, engine):
-    settings = _settings(tmp_path, budget=3, data_dir=tmp_path / "zips")
+def test_cells_train_with_the_protocols_data_and_are_evaluated_both_ways(tmp_path, engine, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = _settings(tmp_path, budget=3, data_dir=Path("zips"))  # stored absolute: eval from anywhere
     results = run_accuracy_suite(settings, log=_quiet)
     assert engine.trained == [("maml-5w1s-paper", False, 3), ("fomaml-20w5s-official", False, 3)]
     paper = RunDirectory(settings.root / "maml-5w1s-paper").config()
@@ -179,7 +186,7 @@ def test_cells_train_with_the_protocols_data_and_are_evaluated_both_ways(tmp_pat
     assert paper.sampler_options == {
         "convention": "maml-1200",
         "rotation": "per-task",
-        "data_dir": str(tmp_path / "zips"),
+        "data_dir": str((tmp_path / "zips").resolve()),
     }
     assert (official.algorithm, official.ways, official.shots) == ("fomaml", 20, 5)
     assert official.sampler_options["convention"] == "background-evaluation"
@@ -287,6 +294,23 @@ def test_a_run_dir_of_another_run_or_without_checkpoint_is_refused_and_kept(tmp_
     with pytest.raises(MetakitError, match="stopped before its first checkpoint; move it away"):
         run_accuracy_suite(dataclasses.replace(settings, root=tmp_path / "elsewhere"), log=_quiet)
     assert sorted(p.name for p in stranger.path.iterdir()) == ["best.pt", "config.json", "results.json"]
+
+
+def test_a_damaged_results_file_of_a_cell_is_a_one_line_error_and_is_kept(tmp_path, engine):
+    settings = _settings(tmp_path, budget=3, names=["maml-5w1s-paper"])
+    run_accuracy_suite(settings, log=_quiet)
+    results = RunDirectory(settings.root / "maml-5w1s-paper").results_file
+    without_mean = [
+        {k: v for k, v in entry.items() if k != "mean"} for entry in json.loads(results.read_text())
+    ]
+    for text, message in [
+        ('{"mean": 0.9}', "is not a list of results; move it away"),
+        (json.dumps(without_mean), "holds a damaged entry; move it away"),
+    ]:
+        results.write_text(text)
+        with pytest.raises(MetakitError, match=message):
+            run_accuracy_suite(dataclasses.replace(settings, table_only=True), log=_quiet)
+        assert results.read_text() == text
 
 
 def test_published_targets_are_within_the_ci_or_above():

@@ -126,6 +126,18 @@ ERRORS = [
     (["eval", "{tmp}/missing"], "{tmp}/missing holds no metakit run (no config.json); check the path"),
     (["eval", "{run}", "--checkpoint", "first"], "checkpoint must be 'last' or 'best', got 'first'"),
     (["plot", "{tmp}"], "{tmp} holds no metakit run (no config.json); check the path"),
+    (
+        ["plot", "{run}", "--output", "{run}/config.json/curves.png"],
+        "cannot write {run}/config.json/curves.png (File exists); choose a writable path",
+    ),
+    (["eval", "{run}", "--queries", "0"], "evaluation needs at least 1 query example per class, got 0"),
+    (["eval", "{run}", "--seed", "-1"], "the seed must be between 0 and 2**63 - 1, got -1"),
+    (["train", "maml", *SINUSOID, "--meta-lr", "inf"], "option meta_lr must be a positive number, got inf"),
+    (
+        ["train", "maml", *SINUSOID, "--device", "meta"],
+        "metakit does not run on device 'meta'; use auto, cpu or cuda",
+    ),
+    (["show-tasks", "--tasks", "0", "--output", "{tmp}/new/tasks.png"], "--tasks must be at least 1, got 0"),
 ]
 
 
@@ -167,6 +179,13 @@ def test_a_corrupt_checkpoint_is_a_one_line_error(trained, tmp_path):
         f"error: checkpoint {copy / 'best.pt'} is corrupt or not a metakit checkpoint"
     )
     assert result.stderr.count("\n") == 1
+
+
+def test_plot_writes_the_file_named_whatever_its_suffix(trained, tmp_path):
+    result = _invoke("plot", trained[0], "--output", tmp_path / "curves")
+    assert result.exit_code == 0 and result.stdout == f"wrote {tmp_path / 'curves'}\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["curves"]
+    assert (tmp_path / "curves").read_bytes().startswith(b"\x89PNG")
 
 
 def test_plot_without_matplotlib_says_what_to_install(trained, monkeypatch):

@@ -74,11 +74,19 @@ def test_the_reproduction_examples_keep_their_settings_over_the_papers_defaults(
         ("meta_lr = true\n", "run.toml: option meta_lr must be float, got True"),
         ("shots = 0\n", "option shots must be at least 1, got 0"),
         ("ways = \n", "config file {path} is not valid TOML: "),
+        ("meta_lr = nan\n", "option meta_lr must be a positive number, got nan"),
+        ("meta_lr = inf\n", "option meta_lr must be a positive number, got inf"),
+        ("minutes = nan\n", "option minutes must be 0 (no limit) or more, got nan"),
+        ("seed = -1\n", "the seed must be between 0 and 2**63 - 1, got -1"),
+        (b"\xff\xfe\x00\x01", "config file {path} is not text ("),
     ],
 )
 def test_bad_config_files_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "run.toml"
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     with pytest.raises(MetakitError) as error:
         load_config(path)
     assert str(error.value).replace(str(tmp_path) + "/", "").startswith(message.format(path="run.toml"))

@@ -184,6 +184,56 @@ def test_a_run_dir_holding_a_run_or_other_files_is_never_overwritten(tmp_path):
     assert [path.name for path in (tmp_path / "other").iterdir()] == ["notes.txt"]
 
 
+def test_a_metrics_line_cut_by_a_crash_is_dropped_on_resume_and_other_damage_is_named(tmp_path):
+    metakit.train(_config(tmp_path, iterations=4, eval_every=0), progress=False)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with metrics.open("a") as file:
+        file.write('{"iteration": 5, "wall_ti')  # killed while writing the line of iteration 5
+    run = metakit.train(_config(tmp_path, iterations=6, eval_every=0), resume=True, progress=False)
+    assert [line["iteration"] for line in RunDirectory(run.directory).metrics()] == [1, 2, 3, 4, 5, 6]
+    assert all(line.endswith("}") for line in metrics.read_text().splitlines())
+
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join(lines[:2] + ['{"iteration": 3, "wall_ti'] + lines[3:]) + "\n")
+    with pytest.raises(MetakitError) as error:
+        metakit.train(_config(tmp_path, iterations=8, eval_every=0), resume=True, progress=False)
+    assert str(error.value) == (
+        f"{metrics} is corrupt at line 3; delete that line and the ones after it, or start a new run"
+    )
+
+
+def test_damaged_run_files_are_refused_before_anything_is_run_or_written(tmp_path, monkeypatch):
+    metakit.train(_config(tmp_path, iterations=2, eval_every=0), progress=False)
+    run = tmp_path / "run"
+    monkeypatch.setattr(
+        sys.modules["metakit.engine.evaluate"], "task_scores", lambda *args: pytest.fail("tasks were run")
+    )
+
+    (run / "results.json").write_text('{"mean": 0.9}')
+    with pytest.raises(
+        MetakitError, match=f"^{run / 'results.json'} is not a list of results; move it away$"
+    ):
+        metakit.evaluate(run, tasks=2, checkpoint="last")
+    assert (run / "results.json").read_text() == '{"mean": 0.9}'
+    (run / "results.json").unlink()
+    with pytest.raises(MetakitError, match="metakit does not run on device 'meta'; use auto, cpu or cuda"):
+        metakit.evaluate(run, tasks=2, checkpoint="last", device="meta")
+
+    with pytest.raises(MetakitError, match="no checkpoint .*best.pt: the run was trained without validation"):
+        metakit.evaluate(run, tasks=2)
+
+    checkpoint = torch.load(run / "last.pt", weights_only=True)
+    torch.save({key: value for key, value in checkpoint.items() if key != "iteration"}, run / "last.pt")
+    with pytest.raises(MetakitError, match="lacks part of a metakit checkpoint; restore it from a copy"):
+        metakit.evaluate(run, tasks=2, checkpoint="last")
+    with pytest.raises(MetakitError, match="lacks part of a metakit checkpoint"):
+        metakit.train(_config(tmp_path, iterations=4, eval_every=0), resume=True, progress=False)
+
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(MetakitError, match="cannot create run dir .*a-file/run .*; choose another --run-dir"):
+        metakit.train(_config(tmp_path, "a-file/run"), progress=False)
+
+
 class _RunsCode:
     def __reduce__(self):
         return (print, ("this must never run",))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from metakit.bench.published import Published, published
 from metakit.engine import EvalResult, TrainConfig, evaluate, train
 from metakit.engine.checkpoint import load_checkpoint
 from metakit.engine.components import resolve_device
-from metakit.engine.config import PAPER_SETTINGS
+from metakit.engine.config import PAPER_SETTINGS, check_seed
 from metakit.engine.evaluate import PROTOCOLS as EVAL_PROTOCOLS
 from metakit.engine.run_dir import RunDirectory
 from metakit.errors import MetakitError
@@ -118,8 +118,9 @@ class AccuracySettings:
     def validate(self) -> None:
         if self.budget < 1:
             raise MetakitError(f"--budget must be at least 1 iteration ({FULL_BUDGET} is a full run)")
-        if self.minutes < 0:
+        if not (math.isfinite(self.minutes) and self.minutes >= 0):
             raise MetakitError(f"--minutes must be 0 (no limit) or more, got {self.minutes}")
+        check_seed(self.seed)
         if self.eval_tasks < 1:
             raise MetakitError(f"--eval-tasks must be at least 1 (600 in the paper), got {self.eval_tasks}")
         if self.root.exists() and not self.root.is_dir():
@@ -137,7 +138,7 @@ class AccuracySettings:
         ways, shots = SETTINGS[cell.setting]
         options = dict(DATA_PROTOCOLS[cell.protocol])
         if self.data_dir is not None:
-            options["data_dir"] = str(self.data_dir)
+            options["data_dir"] = str(self.data_dir.expanduser().resolve())
         if self.download:
             options["download"] = True
         return TrainConfig(
@@ -278,7 +279,8 @@ def _evaluation(
     """The recorded evaluation of the run's current checkpoint that the suite asks for, if any."""
     checkpoint = _checkpoint_name(config)
     path = directory.checkpoint(checkpoint)
-    if not path.is_file() or not directory.results_file.is_file():
+    recorded = directory.results()
+    if not path.is_file() or not recorded:
         return None
     wanted = {
         "split": "test",
@@ -290,13 +292,12 @@ def _evaluation(
         "inner_steps": config.hyperparameters.get("eval_inner_steps"),
         "seed": EVAL_SEED,
     }
-    try:
-        recorded = json.loads(directory.results_file.read_text())
-    except json.JSONDecodeError as error:
-        raise MetakitError(f"{directory.results_file} is corrupt ({error}); move it away") from error
     for entry in recorded:
         if all(entry.get(name) == value for name, value in wanted.items()):
-            return EvalResult(**entry)
+            try:
+                return EvalResult(**entry)
+            except TypeError as error:
+                raise MetakitError(f"{directory.results_file} holds a damaged entry; move it away") from error
     return None
 
 

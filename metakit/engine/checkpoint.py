@@ -47,14 +47,19 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint at ``path`` on the CPU; a missing, corrupt or foreign file is a MetakitError."""
     if not path.is_file():
-        raise MetakitError(f"no checkpoint {path}; train the run first (or pick --checkpoint last)")
+        raise MetakitError(f"no checkpoint {path}; train the run first")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MetakitError(
-            f"checkpoint {path} is corrupt or not a metakit checkpoint ({first_line})"
+            f"checkpoint {path} is corrupt or not a metakit checkpoint ({type(error).__name__}); "
+            "restore it from a copy or train the run again"
         ) from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise MetakitError(f"checkpoint {path} is not a metakit checkpoint of format {FORMAT}")
+    fields = {"iteration": int, "wall_time": (int, float), "algorithm": dict, "config": dict}
+    if any(not isinstance(checkpoint.get(name), kind) for name, kind in fields.items()) or not all(
+        isinstance(value, torch.Tensor) for value in checkpoint["algorithm"].values()
+    ):
+        raise MetakitError(f"checkpoint {path} lacks part of a metakit checkpoint; restore it from a copy")
     return checkpoint

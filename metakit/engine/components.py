@@ -126,6 +126,8 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError as error:
         raise MetakitError(f"unknown device '{name}'; use auto, cpu or cuda") from error
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise MetakitError(f"metakit does not run on device '{name}'; use auto, cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MetakitError("device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
     return device

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import typing
 from pathlib import Path
@@ -79,10 +80,11 @@ class TrainConfig:
         for name in ("eval_every", "eval_tasks", "test_tasks"):
             if getattr(self, name) < 0:
                 raise MetakitError(f"option {name} must be 0 or more, got {getattr(self, name)}")
-        if self.minutes < 0:
+        if not (math.isfinite(self.minutes) and self.minutes >= 0):
             raise MetakitError(f"option minutes must be 0 (no limit) or more, got {self.minutes}")
-        if self.meta_lr <= 0:
-            raise MetakitError(f"option meta_lr must be positive, got {self.meta_lr}")
+        if not (math.isfinite(self.meta_lr) and self.meta_lr > 0):
+            raise MetakitError(f"option meta_lr must be a positive number, got {self.meta_lr}")
+        check_seed(self.seed)
         if self.eval_every and not self.eval_tasks:
             raise MetakitError("validation (eval_every > 0) needs eval_tasks >= 1")
         check_precision(self.precision)
@@ -139,18 +141,27 @@ class TrainConfig:
         return TrainConfig.from_dict(values)
 
 
+def check_seed(seed: int) -> None:
+    """A seed torch's generators take: 0 to 2**63 - 1."""
+    if not 0 <= seed < 2**63:
+        raise MetakitError(f"the seed must be between 0 and 2**63 - 1, got {seed}")
+
+
 def load_config(path: str | Path) -> TrainConfig:
     """A TrainConfig from a TOML (``.toml``) or JSON file whose keys are its option names;
     the dict options are TOML tables (``[hyperparameters]``)."""
     path = Path(path)
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
         text = path.read_text()
     except OSError as error:
         raise MetakitError(f"cannot read config file {path}: {error.strerror}") from error
+    except ValueError as error:
+        raise MetakitError(f"config file {path} is not text ({error}); give a {kind} file") from error
     try:
-        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
-        raise MetakitError(f"config file {path} is not valid {path.suffix[1:].upper()}: {error}") from error
+        values = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except ValueError as error:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+        raise MetakitError(f"config file {path} is not valid {kind}: {error}") from error
     if not isinstance(values, dict):
         raise MetakitError(f"config file {path} must hold a table of options")
     return TrainConfig.from_dict(values, source=str(path))

@@ -37,6 +37,7 @@ from metakit.engine.components import (
     load_algorithm_state,
     resolve_device,
 )
+from metakit.engine.config import check_seed
 from metakit.engine.progress import Progress
 from metakit.engine.run_dir import RunDirectory
 from metakit.errors import MetakitError
@@ -109,9 +110,15 @@ def evaluate(
         raise MetakitError(f"unknown protocol '{protocol}'; use one of {', '.join(PROTOCOLS)}")
     if tasks < 1:
         raise MetakitError(f"evaluation needs at least 1 task, got {tasks}")
+    check_seed(seed)
+    if queries is not None and queries < 1:
+        raise MetakitError(f"evaluation needs at least 1 query example per class, got {queries}")
     directory = RunDirectory(run)
     config = directory.config()
+    directory.results()  # a damaged results.json is refused before the tasks are run
     path = directory.checkpoint(checkpoint)
+    if checkpoint == "best" and not path.is_file() and directory.checkpoint("last").is_file():
+        raise MetakitError(f"no checkpoint {path}: the run was trained without validation; pick 'last'")
     state = load_checkpoint(path)
     target = resolve_device(device or config.device)
     queries = queries or config.eval_queries

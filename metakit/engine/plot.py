@@ -47,13 +47,21 @@ def plot(run: str | os.PathLike, output: str | os.PathLike | None = None) -> Pat
     )
     figure.tight_layout()
     path = Path(output) if output is not None else directory.plot_file
-    figure.savefig(path, dpi=110)
-    pyplot.close(figure)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=110, format="png")  # the name as given, whatever its suffix
+    except OSError as error:
+        raise MetakitError(
+            f"cannot write {path} ({error.strerror or error}); choose a writable path"
+        ) from error
+    finally:
+        pyplot.close(figure)
     return path
 
 
 def _curve(axis, lines: list[dict[str, Any]], x_key: str, scale: float, key: str, label: str, band=False):
-    points = [line for line in lines if key in line]
+    needed = (x_key, key, f"{key}_ci95") if band else (x_key, key)
+    points = [line for line in lines if all(name in line for name in needed)]
     if not points:
         return
     x = [line[x_key] * scale for line in points]

@@ -66,7 +66,12 @@ class RunDirectory:
                     "or choose another --run-dir"
                 )
             raise MetakitError(f"run dir {self.path} is not empty; choose another --run-dir")
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MetakitError(
+                f"cannot create run dir {self.path} ({error.strerror}); choose another --run-dir"
+            ) from error
         self._write_json(self.config_file, record)
 
     def record(self) -> dict[str, Any]:
@@ -76,7 +81,7 @@ class RunDirectory:
         try:
             record = json.loads(self.config_file.read_text())
             TrainConfig.from_dict(record["config"])
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+        except (OSError, ValueError, KeyError, TypeError) as error:  # ValueError: bad JSON or UTF-8
             raise MetakitError(f"{self.config_file} is corrupt ({error}); the run cannot be used") from error
         return record
 
@@ -106,9 +111,32 @@ class RunDirectory:
             file.write(json.dumps(line) + "\n")
 
     def metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_file.is_file():
+        """The logged lines. A last line without its newline was cut by a crash while it was
+        written, after the last checkpoint: it is left out (a resumed run logs it again)."""
+        if not self.metrics_file.exists():
             return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        try:
+            text = self.metrics_file.read_text()
+        except (OSError, ValueError) as error:
+            raise MetakitError(f"{self.metrics_file} cannot be read ({error}); move it away") from error
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):
+            lines.pop()
+        parsed = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            if not isinstance(entry, dict) or not isinstance(entry.get("iteration"), int):
+                raise MetakitError(
+                    f"{self.metrics_file} is corrupt at line {number}; delete that line and "
+                    "the ones after it, or start a new run"
+                )
+            parsed.append(entry)
+        return parsed
 
     def truncate_metrics(self, iteration: int) -> None:
         """Drop the lines logged after ``iteration`` (by a run killed after its last
@@ -117,9 +145,21 @@ class RunDirectory:
         text = "".join(json.dumps(line) + "\n" for line in kept)
         atomic_write(self.metrics_file, lambda file: file.write(text.encode()))
 
+    def results(self) -> list[dict[str, Any]]:
+        """The evaluations in ``results.json`` (none if there is no such file)."""
+        if not self.results_file.exists():
+            return []
+        try:
+            results = json.loads(self.results_file.read_text())
+        except (OSError, ValueError) as error:
+            raise MetakitError(f"{self.results_file} is corrupt ({error}); move it away") from error
+        if not isinstance(results, list) or not all(isinstance(result, dict) for result in results):
+            raise MetakitError(f"{self.results_file} is not a list of results; move it away")
+        return results
+
     def add_result(self, result: dict[str, Any], key: tuple) -> None:
         """Add an evaluation to ``results.json``, replacing one with the same ``key`` fields."""
-        results = json.loads(self.results_file.read_text()) if self.results_file.is_file() else []
+        results = self.results()
         results = [old for old in results if tuple(old.get(k) for k in key) != tuple(result[k] for k in key)]
         self._write_json(self.results_file, results + [result])
 
