@@ -1,6 +1,7 @@
 """The speed suite: its gradient gate, its FLOP count, its runner's verdicts and its table writer."""
 
 import datetime
+import sys
 
 import pytest
 import torch
@@ -260,6 +261,15 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
             "error: --timeout must be more than 0 seconds (leave it out: no limit), got 0.0",
         ),
         (
+            ["--timeout", "nan"],
+            "error: --timeout must be more than 0 seconds (leave it out: no limit), got nan",
+        ),
+        (
+            ["--memory-limit", "nan"],
+            "error: --memory-limit must be more than 0 GiB (leave it out: no limit), got nan",
+        ),
+        (["--seed", "-1"], "error: the seed must be between 0 and 2**63 - 1, got -1"),
+        (
             ["--memory-limit", "-1"],
             "error: --memory-limit must be more than 0 GiB (leave it out: no limit), got -1.0",
         ),
@@ -276,3 +286,20 @@ def test_bad_options_are_one_line_errors(option, message):
     result = CliRunner().invoke(bench_app, ["speed", *option, "--output", "-"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == message
+
+
+@pytest.mark.parametrize("command", [["speed"], ["omniglot", "--table-only"]])
+def test_an_output_that_cannot_be_appended_to_is_refused_before_the_suite_runs(
+    tmp_path, monkeypatch, command
+):
+    for suite in ("run_speed_suite", "run_accuracy_suite"):
+        monkeypatch.setattr(sys.modules["metakit.bench.cli"], suite, lambda *a, **k: pytest.fail("it ran"))
+    (tmp_path / "a-file").write_text("mine")
+    for output in (tmp_path, tmp_path / "a-file" / "report.md"):
+        result = CliRunner().invoke(bench_app, [*command, "--output", str(output)])
+        assert result.exit_code == 1
+        assert (
+            result.output
+            == f"error: cannot append to {output}; give --output a writable markdown file, or '-'\n"
+        )
+    assert (tmp_path / "a-file").read_text() == "mine"

@@ -21,7 +21,7 @@ from metakit.bench.accuracy import (
     select_cells,
 )
 from metakit.bench.configs import CONFIGS, configs_named
-from metakit.bench.report import append_report, format_report
+from metakit.bench.report import append_report, check_appendable, format_report
 from metakit.bench.rows import ROWS
 from metakit.bench.speed import SpeedSettings, run_speed_suite
 from metakit.errors import MetakitError
@@ -79,6 +79,8 @@ def speed(
             note=note,
             command=_command_line(),
         )
+        if settings.output is not None:
+            check_appendable(settings.output)
         report = format_report(
             run_speed_suite(settings, progress=lambda line: typer.echo(line, err=True)), settings
         )
@@ -86,9 +88,7 @@ def speed(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(report)
-    if settings.output is not None:
-        append_report(settings.output, report)
-        typer.echo(f"appended to {settings.output}", err=True)
+    _append(settings.output, report)
 
 
 DEFAULT_ALGORITHMS = list(ALGORITHMS)
@@ -160,6 +160,8 @@ def omniglot(
             output=None if output == "-" else Path(output),
             command=_command_line(),
         )
+        if settings.output is not None:
+            check_appendable(settings.output)
         results = run_accuracy_suite(settings, log=lambda line: typer.echo(line, err=True))
         report = format_accuracy_report(results, settings)
     except MetakitError as error:
@@ -169,9 +171,19 @@ def omniglot(
     if any(result.interrupted for result in results):
         typer.echo("interrupted: nothing appended; run the same command again to resume", err=True)
         raise typer.Exit(130)
-    if settings.output is not None:
-        append_report(settings.output, report)
-        typer.echo(f"appended to {settings.output}", err=True)
+    _append(settings.output, report)
+
+
+def _append(output: Path | None, report: str) -> None:
+    """Append the printed ``report`` to ``output`` (None: stdout only)."""
+    if output is None:
+        return
+    try:
+        append_report(output, report)
+    except MetakitError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"appended to {output}", err=True)
 
 
 def _command_line() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 
 from metakit.bench.configs import SpeedConfig
@@ -10,6 +11,7 @@ from metakit.bench.flops import meta_iteration_flops
 from metakit.bench.gate import GATE_TOLERANCE
 from metakit.bench.rows import ROWS
 from metakit.bench.speed import RowResult, SpeedSettings, SuiteResult
+from metakit.errors import MetakitError
 
 MB = 2**20
 
@@ -150,11 +152,27 @@ def _summary(rows: list[RowResult], baseline: RowResult | None) -> list[str]:
     return lines
 
 
+def check_appendable(path: Path) -> None:
+    """Refuse, before a suite runs for minutes or hours, an output it could not append to."""
+    if path.exists():
+        writable = path.is_file() and os.access(path, os.W_OK)
+    else:
+        ancestor = next(parent for parent in path.absolute().parents if parent.exists())
+        writable = ancestor.is_dir() and os.access(ancestor, os.W_OK)
+    if not writable:
+        raise MetakitError(f"cannot append to {path}; give --output a writable markdown file, or '-'")
+
+
 def append_report(path: Path, text: str) -> None:
     """Append ``text`` to ``path`` (created with a title if missing); earlier content is kept."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fresh = not path.exists()
-    with path.open("a") as file:
-        if fresh:
-            file.write("# Benchmarks\n\n")
-        file.write(text if fresh else "\n" + text)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists()
+        with path.open("a") as file:
+            if fresh:
+                file.write("# Benchmarks\n\n")
+            file.write(text if fresh else "\n" + text)
+    except OSError as error:
+        raise MetakitError(
+            f"cannot append to {path} ({error.strerror}); the table is on stdout above"
+        ) from error

@@ -20,6 +20,7 @@ did not move together. Fixed thresholds keep freed blocks for reuse.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import statistics
@@ -36,6 +37,7 @@ from metakit.bench.configs import CONFIGS, SpeedConfig
 from metakit.bench.flops import meta_iteration_flops
 from metakit.bench.gate import GATE_TOLERANCE
 from metakit.bench.rows import ROWS
+from metakit.engine.config import check_seed
 from metakit.errors import MetakitError
 
 REFERENCE_ROWS = ("metakit-loop", "metakit-loop-1st")
@@ -76,14 +78,17 @@ class SpeedSettings:
             raise MetakitError(
                 "use --iterations >= 1 (10 or more for reported numbers), --warmup >= 0 and --rounds >= 1"
             )
-        if self.timeout_s is not None and self.timeout_s <= 0:
+        if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise MetakitError(
                 f"--timeout must be more than 0 seconds (leave it out: no limit), got {self.timeout_s}"
             )
-        if self.memory_limit_gb is not None and self.memory_limit_gb <= 0:
+        if self.memory_limit_gb is not None and not (
+            math.isfinite(self.memory_limit_gb) and self.memory_limit_gb > 0
+        ):
             raise MetakitError(
                 f"--memory-limit must be more than 0 GiB (leave it out: no limit), got {self.memory_limit_gb}"
             )
+        check_seed(self.seed)
         if self.threads < 0 or self.gate_tasks < 0:
             raise MetakitError("use --threads >= 0 (0: torch's default) and --gate-tasks >= 0 (0: all tasks)")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
