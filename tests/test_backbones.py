@@ -117,3 +117,9 @@ def test_conv4_forward_tasks_equals_each_task_on_its_own(name):
     alone = [functional_call(backbone, {n: p[t] for n, p in params.items()}, (x[t],)) for t in range(tasks)]
     torch.testing.assert_close(backbone.forward_tasks(params, x), torch.stack(alone), rtol=1e-12, atol=1e-12)
     assert backbone.batches_tasks and not metakit.create_backbone("mlp").batches_tasks
+
+
+@pytest.mark.parametrize("hidden", [0, -1])
+def test_conv4_without_filters_is_refused(hidden):
+    with pytest.raises(metakit.MetakitError, match=f"conv4 needs hidden >= 1 filters, got {hidden}"):
+        metakit.create_backbone("conv4", hidden=hidden)

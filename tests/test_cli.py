@@ -137,6 +137,14 @@ ERRORS = [
         ["train", "maml", *SINUSOID, "--device", "meta"],
         "metakit does not run on device 'meta'; use auto, cpu or cuda",
     ),
+    (
+        ["train", "maml", "--sampler", "sinusoid", "--run-dir", "{tmp}/new"],
+        "conv4 takes images (channels, height, width), not inputs of shape (1,); pick another backbone",
+    ),
+    (
+        ["train", "maml", "--sampler", "image-folder", "--run-dir", "{tmp}/new"],
+        "sampler 'image-folder' needs option root: set it in the [sampler_options] table of a --config file",
+    ),
     (["show-tasks", "--tasks", "0", "--output", "{tmp}/new/tasks.png"], "--tasks must be at least 1, got 0"),
 ]
 

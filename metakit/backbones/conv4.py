@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from metakit.backbones.backbone import Backbone
 from metakit.backbones.batch_norm import BatchNorm2d, batch_norm
+from metakit.errors import MetakitError
 from metakit.registry import register_backbone
 from metakit.transforms import inside_functorch_transform
 
@@ -39,6 +40,13 @@ class Conv4(Backbone):
         strided: bool = False,
     ):
         super().__init__(input_shape, num_outputs)
+        if len(input_shape) != 3:
+            raise MetakitError(
+                f"conv4 takes images (channels, height, width), not inputs of shape {tuple(input_shape)}; "
+                "pick another backbone, such as mlp"
+            )
+        if hidden < 1:
+            raise MetakitError(f"conv4 needs hidden >= 1 filters, got {hidden}")
         in_channels, size, _ = input_shape
         blocks: list[nn.Module] = []
         for block in range(4):

@@ -116,6 +116,13 @@ def _check_options(registry: Registry, name: str, given: dict[str, Any], engine_
         raise MetakitError(
             f"{registry.kind} '{name}' has no option {', '.join(unknown)}; its options: {', '.join(known)}"
         )
+    required = [option for option, default in (accepted or {}).items() if default is inspect.Parameter.empty]
+    missing = [option for option in required if option not in given and option not in engine_options]
+    if missing:
+        raise MetakitError(
+            f"{registry.kind} '{name}' needs option {', '.join(missing)}: "
+            f"set it in the [{registry.kind}_options] table of a --config file"
+        )
 
 
 def resolve_device(name: str) -> torch.device:
