@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from metakit.cli import app
@@ -83,27 +84,31 @@ def test_train_eval_plot_on_omniglot(omniglot_dir, omniglot_cache_dir, tmp_path)
     ]
 
 
-def test_impossible_ways_for_the_split_is_a_one_line_error(
-    omniglot_dir, omniglot_cache_dir, tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--ways", "1000"], "ways=1000 is more than the 864 classes of split 'train'; use ways <= 864"),
+        (
+            ["--shots", "6", "--queries", "1"],
+            "validation tasks (eval_queries = 15 query examples per class): shots + queries = 6 + 15 is "
+            "more than the 20 images of the smallest class of split 'validation'; use shots + queries <= 20",
+        ),
+        (
+            ["--split", "maml-1200", "--ways", "500", "--eval-every", "0", "--iterations", "1"],
+            "test tasks (eval_queries = 15 query examples per class): ways=500 is more than the 423 "
+            "classes of split 'test'; use ways <= 423",
+        ),
+    ],
+)
+def test_impossible_tasks_are_one_line_errors_before_training(
+    omniglot_dir, omniglot_cache_dir, tmp_path, monkeypatch, options, message
 ):
     monkeypatch.setenv("METAKIT_CACHE_DIR", str(omniglot_cache_dir))
     result = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "maml",
-            "--ways",
-            "1000",
-            "--data-dir",
-            str(omniglot_dir),
-            "--run-dir",
-            str(tmp_path / "r"),
-        ],
+        app, ["train", "maml", *options, "--data-dir", str(omniglot_dir), "--run-dir", str(tmp_path / "r")]
     )
     assert result.exit_code == 1
-    assert (
-        result.stderr == "error: ways=1000 is more than the 864 classes of split 'train'; use ways <= 864\n"
-    )
+    assert result.stderr == f"error: {message}\n"
     assert not (tmp_path / "r").exists()
 
 

@@ -186,7 +186,7 @@ def test_classes_of_different_sizes_never_draw_missing_images(collection, tmp_pa
         for items in task.values():
             if items[0][0] == "group00/class00":
                 assert {drawing for _, drawing, _ in items} == {0, 1}
-    with pytest.raises(MetakitError, match="^shots \\+ queries = 3 is more than the 2 images"):
+    with pytest.raises(MetakitError, match="^shots \\+ queries = 1 \\+ 2 is more than the 2 images"):
         _sampler(collection, tmp_path, ways=2, shots=1, queries=2, split_ratios=(1.0, 0.0, 0.0))
 
 
@@ -221,7 +221,7 @@ def test_fingerprint_names_what_was_drawn(collection, tmp_path):
         ({"ways": 7}, "ways=7 is more than the 6 classes of split 'train'; use ways <= 6"),
         (
             {"shots": 4, "queries": 3},
-            "shots + queries = 7 is more than the 6 images of the smallest class of split 'train'; "
+            "shots + queries = 4 + 3 is more than the 6 images of the smallest class of split 'train'; "
             "use shots + queries <= 6",
         ),
         ({"shots": 0}, "ways, shots and queries must be >= 1, got 3, 0, 2"),

@@ -191,7 +191,7 @@ def test_a_truncated_archive_is_rejected(mini):
         ({"ways": 5, "split": "test"}, "ways=5 is more than the 4 classes of split 'test'; use ways <= 4"),
         (
             {"shots": 3, "queries": 3},
-            "shots + queries = 6 is more than the 5 images of the smallest class of split 'train'; "
+            "shots + queries = 3 + 3 is more than the 5 images of the smallest class of split 'train'; "
             "use shots + queries <= 5",
         ),
     ],

@@ -97,7 +97,7 @@ class ImageFolderSampler(TaskSampler):
             )
         if self.shots + self.queries > fewest_images:
             raise MetakitError(
-                f"shots + queries = {self.shots + self.queries} is more than the {fewest_images} images "
+                f"shots + queries = {self.shots} + {self.queries} is more than the {fewest_images} images "
                 f"of the smallest class of split '{split}'; use shots + queries <= {fewest_images}"
             )
 

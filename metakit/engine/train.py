@@ -78,7 +78,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
         directory.record()
     samplers = {"train": build_sampler(config, "train", config.queries, device)}
     if config.eval_every:
-        samplers["validation"] = build_sampler(config, "validation", config.eval_queries, device)
+        samplers["validation"] = _evaluation_sampler(config, "validation", device)
+    if config.test_tasks:
+        _evaluation_sampler(config, "test", device)  # impossible test tasks are refused before training
     torch.manual_seed(config.seed)
     algorithm = build_algorithm(config, samplers["train"]).to(device)
     config = dataclasses.replace(config, hyperparameters=algorithm.hparams.to_dict())
@@ -240,6 +242,15 @@ class _Trainer:
         self.iteration, self.wall_time = checkpoint["iteration"], checkpoint["wall_time"]
         self.best_score = checkpoint["best_score"]
         self.directory.truncate_metrics(self.iteration)
+
+
+def _evaluation_sampler(config: TrainConfig, split: str, device: torch.device):
+    try:
+        return build_sampler(config, split, config.eval_queries, device)
+    except MetakitError as error:
+        raise MetakitError(
+            f"{split} tasks (eval_queries = {config.eval_queries} query examples per class): {error}"
+        ) from error
 
 
 def _record(config: TrainConfig, device: torch.device, data: dict[str, Any]) -> dict[str, Any]:
