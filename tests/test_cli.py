@@ -132,9 +132,16 @@ ERRORS = [
     ),
     (["eval", "{run}", "--queries", "0"], "evaluation needs at least 1 query example per class, got 0"),
     (["eval", "{run}", "--seed", "-1"], "the seed must be between 0 and 2**63 - 1, got -1"),
-    (["train", "maml", *SINUSOID, "--meta-lr", "inf"], "option meta_lr must be a positive number, got inf"),
     (
-        ["train", "maml", *SINUSOID, "--device", "meta"],
+        ["train", "maml", *SINUSOID, "--meta-lr", "inf", "--run-dir", "{tmp}/new"],
+        "option meta_lr must be a positive number, got inf",
+    ),
+    (
+        ["train", "maml", *SINUSOID, "--inner-lr", "nan", "--run-dir", "{tmp}/new"],
+        "MAML needs a finite inner_lr, got nan",
+    ),
+    (
+        ["train", "maml", *SINUSOID, "--device", "meta", "--run-dir", "{tmp}/new"],
         "metakit does not run on device 'meta'; use auto, cpu or cuda",
     ),
     (

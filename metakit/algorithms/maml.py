@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,8 @@ class MAML(Algorithm):
         super().__init__(backbone, problem, **hyperparameters)
         if self.hparams.inner_steps < 1 or self.hparams.eval_inner_steps < 0:
             raise MetakitError("MAML needs inner_steps >= 1 and eval_inner_steps >= 0")
+        if not math.isfinite(self.hparams.inner_lr):
+            raise MetakitError(f"MAML needs a finite inner_lr, got {self.hparams.inner_lr}")
         check_mapping(self.hparams.task_mapping)
         if self.hparams.tasks_per_forward < 0:
             raise MetakitError("tasks_per_forward must be 0 (automatic) or more")
