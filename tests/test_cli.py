@@ -131,7 +131,10 @@ ERRORS = [
         "cannot write {run}/config.json/curves.png (File exists); choose a writable path",
     ),
     (["eval", "{run}", "--queries", "0"], "evaluation needs at least 1 query example per class, got 0"),
-    (["eval", "{run}", "--seed", "-1"], "the seed must be between 0 and 2**63 - 1, got -1"),
+    (
+        ["eval", "{run}", "--seed", "9223372036854775808"],
+        "the seed must be between -2**63 and 2**63 - 1, got 9223372036854775808",
+    ),
     (
         ["train", "maml", *SINUSOID, "--meta-lr", "inf", "--run-dir", "{tmp}/new"],
         "option meta_lr must be a positive number, got inf",
@@ -196,11 +199,17 @@ def test_a_corrupt_checkpoint_is_a_one_line_error(trained, tmp_path):
     assert result.stderr.count("\n") == 1
 
 
-def test_plot_writes_the_file_named_whatever_its_suffix(trained, tmp_path):
-    result = _invoke("plot", trained[0], "--output", tmp_path / "curves")
-    assert result.exit_code == 0 and result.stdout == f"wrote {tmp_path / 'curves'}\n"
-    assert [path.name for path in tmp_path.iterdir()] == ["curves"]
-    assert (tmp_path / "curves").read_bytes().startswith(b"\x89PNG")
+def test_plot_writes_the_named_file_in_the_format_of_its_suffix_png_without_one(trained, tmp_path):
+    for name, magic in [("curves", b"\x89PNG"), ("curves.svg", b"<?xml")]:
+        result = _invoke("plot", trained[0], "--output", tmp_path / name)
+        assert result.exit_code == 0 and result.stdout == f"wrote {tmp_path / name}\n"
+        assert (tmp_path / name).read_bytes().startswith(magic)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["curves", "curves.svg"]
+    result = _invoke("plot", trained[0], "--output", tmp_path / "curves.json")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert (
+        result.stderr.endswith("name a .png, .svg or .pdf file\n") and not (tmp_path / "curves.json").exists()
+    )
 
 
 def test_plot_without_matplotlib_says_what_to_install(trained, monkeypatch):

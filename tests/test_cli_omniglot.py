@@ -24,8 +24,9 @@ METAKIT = str(Path(sys.executable).parent / "metakit")
 THRESHOLD = 0.45
 
 
-def _run(*args, env):
-    done = subprocess.run([METAKIT, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+def _run(*args, env, cwd=None):
+    command = [METAKIT, *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -49,10 +50,11 @@ def test_train_eval_plot_on_omniglot(omniglot_dir, omniglot_cache_dir, tmp_path)
         "--config",
         config,
         "--data-dir",
-        omniglot_dir,
+        omniglot_dir.name,  # relative, and the eval below runs from another folder
         "--run-dir",
         run,
         env=env,
+        cwd=omniglot_dir.parent,
     ).splitlines()
     assert train[1].endswith(
         "(95% CI over 100 tasks; 5-way 1-shot, 15 queries per class, 3 inner steps; transductive; "
@@ -76,6 +78,7 @@ def test_train_eval_plot_on_omniglot(omniglot_dir, omniglot_cache_dir, tmp_path)
     record = json.loads((run / "config.json").read_text())
     assert record["config"]["hyperparameters"]["inner_lr"] == 0.4
     assert record["config"]["sampler_options"]["convention"] == "background-evaluation"
+    assert record["config"]["sampler_options"]["data_dir"] == str(omniglot_dir.resolve())
     assert [record["data"][split]["split"] for split in ("train", "validation")] == ["train", "validation"]
     results = json.loads((run / "results.json").read_text())
     assert [(r["protocol"], r["data"]["split"]) for r in results] == [

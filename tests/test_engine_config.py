@@ -77,7 +77,10 @@ def test_the_reproduction_examples_keep_their_settings_over_the_papers_defaults(
         ("meta_lr = nan\n", "option meta_lr must be a positive number, got nan"),
         ("meta_lr = inf\n", "option meta_lr must be a positive number, got inf"),
         ("minutes = nan\n", "option minutes must be 0 (no limit) or more, got nan"),
-        ("seed = -1\n", "the seed must be between 0 and 2**63 - 1, got -1"),
+        (
+            "seed = 9223372036854775808\n",
+            "the seed must be between -2**63 and 2**63 - 1, got 9223372036854775808",
+        ),
         (b"\xff\xfe\x00\x01", "config file {path} is not text ("),
     ],
 )

@@ -160,6 +160,22 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert all(torch.isfinite(value).all() for value in checkpoint["algorithm"].values())
 
 
+def test_resuming_a_run_that_stopped_before_its_first_checkpoint_says_to_start_again(tmp_path, monkeypatch):
+    def nan_queries(batch):
+        return TaskBatch(batch.support_x, batch.support_y, batch.query_x * math.nan, batch.query_y)
+
+    _sample_with(monkeypatch, {1: nan_queries})
+    with pytest.raises(MetakitError, match="not finite at iteration 1"):
+        metakit.train(_config(tmp_path, eval_every=0), progress=False)
+    monkeypatch.undo()
+    with pytest.raises(MetakitError) as error:
+        metakit.train(_config(tmp_path, eval_every=0), resume=True, progress=False)
+    assert str(error.value) == (
+        f"run dir {tmp_path / 'run'} stopped before its first checkpoint; "
+        "there is nothing to resume: start again with another --run-dir"
+    )
+
+
 def test_a_run_dir_holding_a_run_or_other_files_is_never_overwritten(tmp_path):
     config = _config(tmp_path, iterations=2, eval_every=0)
     metakit.train(config, progress=False)
@@ -193,13 +209,17 @@ def test_a_metrics_line_cut_by_a_crash_is_dropped_on_resume_and_other_damage_is_
     assert [line["iteration"] for line in RunDirectory(run.directory).metrics()] == [1, 2, 3, 4, 5, 6]
     assert all(line.endswith("}") for line in metrics.read_text().splitlines())
 
-    lines = metrics.read_text().splitlines()
-    metrics.write_text("\n".join(lines[:2] + ['{"iteration": 3, "wall_ti'] + lines[3:]) + "\n")
+    complete = metrics.read_text()
+    metrics.write_text(complete.rstrip("\n"))  # a whole last line without its newline is kept
+    assert [line["iteration"] for line in RunDirectory(run.directory).metrics()] == [1, 2, 3, 4, 5, 6]
+
+    lines = complete.splitlines()
+    damaged = "\n".join(lines[:2] + ['{"iteration": 3, "wall_ti'] + lines[3:]) + "\n"
+    metrics.write_text(damaged)
     with pytest.raises(MetakitError) as error:
         metakit.train(_config(tmp_path, iterations=8, eval_every=0), resume=True, progress=False)
-    assert str(error.value) == (
-        f"{metrics} is corrupt at line 3; delete that line and the ones after it, or start a new run"
-    )
+    assert str(error.value) == f"{metrics} is corrupt at line 3; delete that line or start a new run"
+    assert metrics.read_text() == damaged
 
 
 def test_damaged_run_files_are_refused_before_anything_is_run_or_written(tmp_path, monkeypatch):
@@ -214,12 +234,17 @@ def test_damaged_run_files_are_refused_before_anything_is_run_or_written(tmp_pat
         MetakitError, match=f"^{run / 'results.json'} is not a list of results; move it away$"
     ):
         metakit.evaluate(run, tasks=2, checkpoint="last")
+    with pytest.raises(MetakitError, match="is not a list of results"):  # before training, not after
+        metakit.train(_config(tmp_path, iterations=4, eval_every=0), resume=True, progress=False)
     assert (run / "results.json").read_text() == '{"mean": 0.9}'
+    assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 2
     (run / "results.json").unlink()
     with pytest.raises(MetakitError, match="metakit does not run on device 'meta'; use auto, cpu or cuda"):
         metakit.evaluate(run, tasks=2, checkpoint="last", device="meta")
 
-    with pytest.raises(MetakitError, match="no checkpoint .*best.pt: the run was trained without validation"):
+    with pytest.raises(
+        MetakitError, match="no checkpoint .*best.pt: the run was trained without validation; pick"
+    ):
         metakit.evaluate(run, tasks=2)
 
     checkpoint = torch.load(run / "last.pt", weights_only=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -118,7 +117,7 @@ class AccuracySettings:
     def validate(self) -> None:
         if self.budget < 1:
             raise MetakitError(f"--budget must be at least 1 iteration ({FULL_BUDGET} is a full run)")
-        if not (math.isfinite(self.minutes) and self.minutes >= 0):
+        if not self.minutes >= 0:  # nan too; inf is no limit
             raise MetakitError(f"--minutes must be 0 (no limit) or more, got {self.minutes}")
         check_seed(self.seed)
         if self.eval_tasks < 1:
@@ -138,7 +137,7 @@ class AccuracySettings:
         ways, shots = SETTINGS[cell.setting]
         options = dict(DATA_PROTOCOLS[cell.protocol])
         if self.data_dir is not None:
-            options["data_dir"] = str(self.data_dir.expanduser().resolve())
+            options["data_dir"] = str(self.data_dir)
         if self.download:
             options["download"] = True
         return TrainConfig(
@@ -191,6 +190,7 @@ def run_cell(cell: Cell, settings: AccuracySettings, log: Callable[[str], None])
     """Train (or resume) ``cell`` up to the budget, then evaluate what is not evaluated yet."""
     directory = RunDirectory(settings.root / cell.name)
     trained = _trained(directory, settings.config(cell))
+    directory.results()  # a damaged results.json is refused before training, not after
     if trained is None or trained[0] < settings.budget:
         start = "training" if trained is None else f"resuming at iteration {trained[0]}"
         log(f"{cell.name}: {start} up to {settings.budget} in {directory.path}")

@@ -79,8 +79,7 @@ def speed(
             note=note,
             command=_command_line(),
         )
-        if settings.output is not None:
-            check_appendable(settings.output)
+        check_appendable(settings.output)
         report = format_report(
             run_speed_suite(settings, progress=lambda line: typer.echo(line, err=True)), settings
         )
@@ -160,8 +159,7 @@ def omniglot(
             output=None if output == "-" else Path(output),
             command=_command_line(),
         )
-        if settings.output is not None:
-            check_appendable(settings.output)
+        check_appendable(settings.output)
         results = run_accuracy_suite(settings, log=lambda line: typer.echo(line, err=True))
         report = format_accuracy_report(results, settings)
     except MetakitError as error:

@@ -152,13 +152,19 @@ def _summary(rows: list[RowResult], baseline: RowResult | None) -> list[str]:
     return lines
 
 
-def check_appendable(path: Path) -> None:
-    """Refuse, before a suite runs for minutes or hours, an output it could not append to."""
-    if path.exists():
-        writable = path.is_file() and os.access(path, os.W_OK)
-    else:
-        ancestor = next(parent for parent in path.absolute().parents if parent.exists())
-        writable = ancestor.is_dir() and os.access(ancestor, os.W_OK)
+def check_appendable(path: Path | None) -> None:
+    """Refuse, before a suite runs for minutes or hours, an output it could not append to
+    (``None``: stdout only)."""
+    if path is None:
+        return
+    try:
+        if path.exists():
+            writable = path.is_file() and os.access(path, os.W_OK)
+        else:
+            ancestor = next(parent for parent in path.absolute().parents if parent.exists())
+            writable = ancestor.is_dir() and os.access(ancestor, os.W_OK)
+    except OSError:
+        writable = False
     if not writable:
         raise MetakitError(f"cannot append to {path}; give --output a writable markdown file, or '-'")
 

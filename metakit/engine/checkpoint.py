@@ -58,8 +58,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise MetakitError(f"checkpoint {path} is not a metakit checkpoint of format {FORMAT}")
     fields = {"iteration": int, "wall_time": (int, float), "algorithm": dict, "config": dict}
-    if any(not isinstance(checkpoint.get(name), kind) for name, kind in fields.items()) or not all(
-        isinstance(value, torch.Tensor) for value in checkpoint["algorithm"].values()
-    ):
+    complete = all(isinstance(checkpoint.get(name), kind) for name, kind in fields.items())
+    complete = complete and "best_score" in checkpoint
+    if not complete or not all(isinstance(value, torch.Tensor) for value in checkpoint["algorithm"].values()):
         raise MetakitError(f"checkpoint {path} lacks part of a metakit checkpoint; restore it from a copy")
     return checkpoint

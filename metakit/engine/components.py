@@ -13,6 +13,7 @@ import inspect
 import json
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,9 +60,13 @@ def resolve(config: TrainConfig) -> TrainConfig:
     """``config.resolved()`` with the sampler's and backbone's default options written out,
     so that the saved config says everything the run used."""
     config = config.resolved(hyperparameter_names(config.algorithm))
+    sampler_options = _defaults(samplers, config.sampler, TASK_OPTIONS) | config.sampler_options
+    for folder in ("data_dir", "cache_dir"):  # absolute: the run can be evaluated from any folder
+        if sampler_options.get(folder) is not None:
+            sampler_options[folder] = str(Path(sampler_options[folder]).expanduser().resolve())
     return dataclasses.replace(
         config,
-        sampler_options=_defaults(samplers, config.sampler, TASK_OPTIONS) | config.sampler_options,
+        sampler_options=sampler_options,
         backbone_options=_defaults(backbones, config.backbone, BACKBONE_SHAPE_OPTIONS)
         | config.backbone_options,
     )

@@ -80,7 +80,7 @@ class TrainConfig:
         for name in ("eval_every", "eval_tasks", "test_tasks"):
             if getattr(self, name) < 0:
                 raise MetakitError(f"option {name} must be 0 or more, got {getattr(self, name)}")
-        if not (math.isfinite(self.minutes) and self.minutes >= 0):
+        if not self.minutes >= 0:  # nan too; inf is no limit
             raise MetakitError(f"option minutes must be 0 (no limit) or more, got {self.minutes}")
         if not (math.isfinite(self.meta_lr) and self.meta_lr > 0):
             raise MetakitError(f"option meta_lr must be a positive number, got {self.meta_lr}")
@@ -142,9 +142,9 @@ class TrainConfig:
 
 
 def check_seed(seed: int) -> None:
-    """A seed torch's generators take: 0 to 2**63 - 1."""
-    if not 0 <= seed < 2**63:
-        raise MetakitError(f"the seed must be between 0 and 2**63 - 1, got {seed}")
+    """A seed that torch's generators take, with room for the offsets added to it."""
+    if not -(2**63) <= seed < 2**63:
+        raise MetakitError(f"the seed must be between -2**63 and 2**63 - 1, got {seed}")
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -118,7 +118,8 @@ def evaluate(
     directory.results()  # a damaged results.json is refused before the tasks are run
     path = directory.checkpoint(checkpoint)
     if checkpoint == "best" and not path.is_file() and directory.checkpoint("last").is_file():
-        raise MetakitError(f"no checkpoint {path}: the run was trained without validation; pick 'last'")
+        why = "stopped before its first validation" if config.eval_every else "was trained without validation"
+        raise MetakitError(f"no checkpoint {path}: the run {why}; pick 'last'")
     state = load_checkpoint(path)
     target = resolve_device(device or config.device)
     queries = queries or config.eval_queries

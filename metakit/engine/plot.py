@@ -49,7 +49,9 @@ def plot(run: str | os.PathLike, output: str | os.PathLike | None = None) -> Pat
     path = Path(output) if output is not None else directory.plot_file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110, format="png")  # the name as given, whatever its suffix
+        figure.savefig(path, dpi=110, format=None if path.suffix else "png")
+    except ValueError as error:  # a suffix matplotlib has no format for
+        raise MetakitError(f"cannot write {path} ({error}); name a .png, .svg or .pdf file") from error
     except OSError as error:
         raise MetakitError(
             f"cannot write {path} ({error.strerror or error}); choose a writable path"

@@ -83,6 +83,8 @@ class RunDirectory:
             TrainConfig.from_dict(record["config"])
         except (OSError, ValueError, KeyError, TypeError) as error:  # ValueError: bad JSON or UTF-8
             raise MetakitError(f"{self.config_file} is corrupt ({error}); the run cannot be used") from error
+        except MetakitError as error:
+            raise MetakitError(f"{self.config_file}: {error}") from error
         return record
 
     def config(self) -> TrainConfig:
@@ -111,32 +113,34 @@ class RunDirectory:
             file.write(json.dumps(line) + "\n")
 
     def metrics(self) -> list[dict[str, Any]]:
-        """The logged lines. A last line without its newline was cut by a crash while it was
-        written, after the last checkpoint: it is left out (a resumed run logs it again)."""
+        """The logged lines. A last line that lacks its newline and does not parse was cut by a
+        crash while it was written, after the last checkpoint: it is left out (a resumed run
+        logs it again)."""
         if not self.metrics_file.exists():
             return []
         try:
             text = self.metrics_file.read_text()
         except (OSError, ValueError) as error:
             raise MetakitError(f"{self.metrics_file} cannot be read ({error}); move it away") from error
-        lines = text.splitlines()
-        if lines and not text.endswith("\n"):
-            lines.pop()
-        parsed = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
+        *lines, unterminated = text.split("\n")
+        parsed = [self._metrics_line(line, number) for number, line in enumerate(lines, 1) if line.strip()]
+        if unterminated.strip():
             try:
-                entry = json.loads(line)
-            except ValueError:
-                entry = None
-            if not isinstance(entry, dict) or not isinstance(entry.get("iteration"), int):
-                raise MetakitError(
-                    f"{self.metrics_file} is corrupt at line {number}; delete that line and "
-                    "the ones after it, or start a new run"
-                )
-            parsed.append(entry)
+                parsed.append(self._metrics_line(unterminated, len(lines) + 1))
+            except MetakitError:
+                pass
         return parsed
+
+    def _metrics_line(self, line: str, number: int) -> dict[str, Any]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict) or not isinstance(entry.get("iteration"), int):
+            raise MetakitError(
+                f"{self.metrics_file} is corrupt at line {number}; delete that line or start a new run"
+            )
+        return entry
 
     def truncate_metrics(self, iteration: int) -> None:
         """Drop the lines logged after ``iteration`` (by a run killed after its last

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from metakit.algorithms.algorithm import Algorithm
+from metakit.data.sampler import TaskSampler
 from metakit.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from metakit.engine.components import (
     build_algorithm,
@@ -76,6 +77,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     directory = RunDirectory(config.run_dir)
     if resume:
         directory.record()
+        directory.results()  # a damaged results.json is refused before training, not after
     samplers = {"train": build_sampler(config, "train", config.queries, device)}
     if config.eval_every:
         samplers["validation"] = _evaluation_sampler(config, "validation", device)
@@ -232,6 +234,11 @@ class _Trainer:
     def restore(self) -> None:
         """Continue from ``last.pt``, dropping the metrics logged after it."""
         path = self.directory.checkpoint("last")
+        if not path.is_file():
+            raise MetakitError(
+                f"run dir {self.directory.path} stopped before its first checkpoint; "
+                "there is nothing to resume: start again with another --run-dir"
+            )
         checkpoint = load_checkpoint(path)
         load_algorithm_state(self.algorithm, checkpoint["algorithm"], str(path))
         try:
@@ -244,7 +251,9 @@ class _Trainer:
         self.directory.truncate_metrics(self.iteration)
 
 
-def _evaluation_sampler(config: TrainConfig, split: str, device: torch.device):
+def _evaluation_sampler(config: TrainConfig, split: str, device: torch.device) -> TaskSampler:
+    """The sampler of ``split``'s evaluation tasks; its errors name ``eval_queries``, which
+    no command-line option sets."""
     try:
         return build_sampler(config, split, config.eval_queries, device)
     except MetakitError as error:
