@@ -202,6 +202,9 @@ def show_tasks_command(
     split: Annotated[str | None, typer.Option(help="split convention (omniglot)")] = None,
     rotation: Annotated[str | None, typer.Option(help="none, per-task or classes (omniglot)")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="where the dataset is")] = None,
+    download: Annotated[
+        bool | None, typer.Option("--download/--no-download", help="fetch a missing dataset (default: yes)")
+    ] = None,
     tasks: Annotated[int, typer.Option(help="how many tasks to draw")] = 4,
     seed: Annotated[int, typer.Option(help="seed of the task generator")] = 0,
 ) -> None:
@@ -210,7 +213,10 @@ def show_tasks_command(
         raise MetakitError(f"--tasks must be at least 1, got {tasks}")
     check_seed(seed)
     options = _given(
-        convention=split, rotation=rotation, data_dir=None if data_dir is None else str(data_dir)
+        convention=split,
+        rotation=rotation,
+        data_dir=None if data_dir is None else str(data_dir),
+        download=download,
     )
     config = _downloading(TrainConfig(sampler=sampler, ways=ways, shots=shots, sampler_options=options))
     drawn = build_sampler(config, part, queries, torch.device("cpu"))

@@ -155,6 +155,10 @@ ERRORS = [
         ["train", "maml", "--sampler", "image-folder", "--run-dir", "{tmp}/new"],
         "sampler 'image-folder' needs option root: set it in the [sampler_options] table of a --config file",
     ),
+    (
+        ["show-tasks", "--data-dir", "{tmp}/new/zips", "--no-download", "--output", "{tmp}/new/tasks.png"],
+        "images_background.zip is missing: put images_background.zip and images_evaluation.zip",
+    ),
     (["show-tasks", "--tasks", "0", "--output", "{tmp}/new/tasks.png"], "--tasks must be at least 1, got 0"),
 ]
 
