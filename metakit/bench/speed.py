@@ -78,13 +78,11 @@ class SpeedSettings:
             raise MetakitError(
                 "use --iterations >= 1 (10 or more for reported numbers), --warmup >= 0 and --rounds >= 1"
             )
-        if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+        if self.timeout_s is not None and not 0 < self.timeout_s < math.inf:
             raise MetakitError(
                 f"--timeout must be more than 0 seconds (leave it out: no limit), got {self.timeout_s}"
             )
-        if self.memory_limit_gb is not None and not (
-            math.isfinite(self.memory_limit_gb) and self.memory_limit_gb > 0
-        ):
+        if self.memory_limit_gb is not None and not 0 < self.memory_limit_gb < math.inf:
             raise MetakitError(
                 f"--memory-limit must be more than 0 GiB (leave it out: no limit), got {self.memory_limit_gb}"
             )

@@ -82,7 +82,7 @@ class TrainConfig:
                 raise MetakitError(f"option {name} must be 0 or more, got {getattr(self, name)}")
         if not self.minutes >= 0:  # nan too; inf is no limit
             raise MetakitError(f"option minutes must be 0 (no limit) or more, got {self.minutes}")
-        if not (math.isfinite(self.meta_lr) and self.meta_lr > 0):
+        if not 0 < self.meta_lr < math.inf:
             raise MetakitError(f"option meta_lr must be a positive number, got {self.meta_lr}")
         check_seed(self.seed)
         if self.eval_every and not self.eval_tasks:
