@@ -131,6 +131,7 @@ ERRORS = [
         "cannot write {run}/config.json/curves.png (File exists); choose a writable path",
     ),
     (["eval", "{run}", "--queries", "0"], "evaluation needs at least 1 query example per class, got 0"),
+    (["eval", "{run}", "--device", ""], "unknown device ''; use auto, cpu or cuda"),
     (
         ["eval", "{run}", "--seed", "9223372036854775808"],
         "the seed must be between -2**63 and 2**63 - 1, got 9223372036854775808",

@@ -121,7 +121,7 @@ def evaluate(
         why = "stopped before its first validation" if config.eval_every else "was trained without validation"
         raise MetakitError(f"no checkpoint {path}: the run {why}; pick 'last'")
     state = load_checkpoint(path)
-    target = resolve_device(device or config.device)
+    target = resolve_device(config.device if device is None else device)
     queries = queries or config.eval_queries
     sampler = build_sampler(config, split, queries, target)
     overrides = {} if inner_steps is None else {"eval_inner_steps": inner_steps}
