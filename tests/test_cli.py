@@ -177,6 +177,17 @@ def test_user_errors_are_one_line_and_leave_the_run_untouched(trained, tmp_path,
     assert not (tmp_path / "new").exists()
 
 
+def test_a_meta_batch_too_large_for_memory_is_a_one_line_error(tmp_path):
+    run = tmp_path / "run"  # 10**12 sinusoid tasks need 4 TB for their amplitudes alone
+    result = _invoke("train", "maml", *SINUSOID, "--meta-batch", 10**12, "--run-dir", run)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: out of memory at iteration 1 with 1000000000000 tasks per meta-batch; training stopped "
+        "and no checkpoint was written yet; try a smaller --meta-batch\n"
+    )
+    assert sorted(path.name for path in run.iterdir()) == ["config.json"]
+
+
 def test_the_task_mapping_option_reaches_the_algorithm(tmp_path):
     run = tmp_path / "run"
     result = _invoke(

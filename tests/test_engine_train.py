@@ -160,6 +160,21 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert all(torch.isfinite(value).all() for value in checkpoint["algorithm"].values())
 
 
+def test_running_out_of_memory_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    def exhaust(batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    _sample_with(monkeypatch, {5: exhaust})
+    last = tmp_path / "run" / "last.pt"
+    with pytest.raises(MetakitError) as error:
+        metakit.train(_config(tmp_path, eval_every=0), progress=False)
+    assert str(error.value) == (
+        "out of memory at iteration 5 with 4 tasks per meta-batch; training stopped and "
+        f"the last good checkpoint {last} is kept; try a smaller --meta-batch"
+    )
+    assert torch.load(last, weights_only=True)["iteration"] == 4
+
+
 def test_resuming_a_run_that_stopped_before_its_first_checkpoint_says_to_start_again(tmp_path, monkeypatch):
     def nan_queries(batch):
         return TaskBatch(batch.support_x, batch.support_y, batch.query_x * math.nan, batch.query_y)

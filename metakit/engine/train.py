@@ -67,7 +67,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     """Meta-train ``config`` in ``config.run_dir`` (a new, empty directory, or with
     ``resume`` the directory of the same run, continued from its ``last.pt``); then,
     with ``test_tasks > 0``, evaluate on the test split. Ctrl-C saves and returns a Run
-    with ``interrupted=True``; a non-finite loss raises MetakitError, keeping the checkpoints."""
+    with ``interrupted=True``; a non-finite loss or a failed allocation raises MetakitError,
+    keeping the checkpoints."""
     device = resolve_device(config.device)
     config = resolve(config)
     if config.run_dir is None:
@@ -142,11 +143,19 @@ class _Trainer:
 
     def _step(self) -> None:
         began = time.perf_counter()
-        batch = self.samplers["train"].sample(self.config.meta_batch, self.tasks).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.config.precision, self.device):
-            loss, metrics = self.algorithm.meta_loss(batch)
-        loss.backward()
+        try:
+            batch = self.samplers["train"].sample(self.config.meta_batch, self.tasks).to(self.device)
+            with autocast(self.config.precision, self.device):
+                loss, metrics = self.algorithm.meta_loss(batch)
+            loss.backward()
+        except RuntimeError as error:
+            if not _out_of_memory(error):
+                raise
+            raise MetakitError(
+                f"out of memory at iteration {self.iteration + 1} with {self.config.meta_batch} tasks "
+                f"per meta-batch; training stopped and {self._kept()}; try a smaller --meta-batch"
+            ) from None
         self._check_finite(loss)
         self.optimizer.step()
         self.iteration += 1
@@ -159,14 +168,17 @@ class _Trainer:
         grads = [p.grad.abs().max() for p in self.algorithm.parameters() if p.grad is not None]
         if bool(torch.isfinite(torch.stack([loss.detach(), *grads])).all()):
             return
-        path = self.directory.checkpoint("last")
-        kept = (
-            f"the last good checkpoint {path} is kept" if path.exists() else "no checkpoint was written yet"
-        )
         raise MetakitError(
             f"the meta-loss or its gradient is not finite at iteration {self.iteration + 1} "
-            f"(loss {loss.item()}); training stopped and {kept}; try a smaller --meta-lr or --inner-lr"
+            f"(loss {loss.item()}); training stopped and {self._kept()}; "
+            "try a smaller --meta-lr or --inner-lr"
         )
+
+    def _kept(self) -> str:
+        path = self.directory.checkpoint("last")
+        if path.exists():
+            return f"the last good checkpoint {path} is kept"
+        return "no checkpoint was written yet"
 
     def _log_and_save(self, bar: Progress, stopping: bool) -> None:
         config, i = self.config, self.iteration
@@ -249,6 +261,11 @@ class _Trainer:
         self.iteration, self.wall_time = checkpoint["iteration"], checkpoint["wall_time"]
         self.best_score = checkpoint["best_score"]
         self.directory.truncate_metrics(self.iteration)
+
+
+def _out_of_memory(error: RuntimeError) -> bool:
+    """A failed allocation: torch's OutOfMemoryError on a GPU, a plain RuntimeError on the CPU."""
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
 
 
 def _evaluation_sampler(config: TrainConfig, split: str, device: torch.device) -> TaskSampler:
