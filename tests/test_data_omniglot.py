@@ -163,6 +163,20 @@ def test_an_archive_with_the_wrong_content_is_rejected(mini, tmp_path):
     )
 
 
+def test_swapped_archives_are_named_as_swapped(mini):
+    make, _, folder = mini
+    background, evaluation = folder / "images_background.zip", folder / "images_evaluation.zip"
+    background.rename(folder / "held")
+    evaluation.rename(background)
+    (folder / "held").rename(evaluation)
+    with pytest.raises(MetakitError) as error:
+        make()
+    assert str(error.value) == (
+        f"{background} holds the folder images_evaluation/, not images_background/: "
+        "the two zips are swapped; swap their names back"
+    )
+
+
 def test_a_truncated_archive_is_rejected(mini):
     make, _, folder = mini
     archive = folder / "images_evaluation.zip"

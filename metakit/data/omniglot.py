@@ -16,6 +16,7 @@ Split conventions (class names are ``"<alphabet>/<characterNN>"``):
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -72,6 +73,7 @@ def omniglot(
     cache = locations.cache_dir(cache_dir)
     parts = []
     for name, archive in find_archives(folder, download).items():
+        _check_not_swapped(archive, name)
         part = load_image_classes(archive, preprocessing, cache)
         _check_content(part, name, archive)
         parts.append(part)
@@ -129,6 +131,22 @@ def _check_validation_classes(validation_classes: int, split: str) -> None:
         raise MetakitError(
             "with validation_classes=0 the background-evaluation convention has no validation split; "
             "set validation_classes > 0 or use split 'train' or 'test'"
+        )
+
+
+def _check_not_swapped(archive: Path, name: str) -> None:
+    """Refuse a zip that holds the other archive (the pair swapped or renamed)."""
+    if not archive.is_file():
+        return
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            tops = {member.split("/", 1)[0] for member in opened.namelist()}
+    except (zipfile.BadZipFile, OSError):
+        return  # reading the images reports it, with the archive's name
+    other = next(other for other in ARCHIVE_MD5 if other != name)
+    if tops == {other}:
+        raise MetakitError(
+            f"{archive} holds the folder {other}/, not {name}/: the two zips are swapped; swap their names back"
         )
 
 
