@@ -146,7 +146,8 @@ def _check_not_swapped(archive: Path, name: str) -> None:
     other = next(other for other in ARCHIVE_MD5 if other != name)
     if tops == {other}:
         raise MetakitError(
-            f"{archive} holds the folder {other}/, not {name}/: the two zips are swapped; swap their names back"
+            f"{archive} holds the folder {other}/, not {name}/: "
+            "the two zips are swapped; swap their names back"
         )
 
 
