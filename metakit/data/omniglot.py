@@ -73,9 +73,12 @@ def omniglot(
     cache = locations.cache_dir(cache_dir)
     parts = []
     for name, archive in find_archives(folder, download).items():
-        _check_not_swapped(archive, name)
-        part = load_image_classes(archive, preprocessing, cache)
-        _check_content(part, name, archive)
+        try:
+            part = load_image_classes(archive, preprocessing, cache)
+            _check_content(part, name, archive)
+        except MetakitError:
+            _check_not_swapped(archive, name)  # the likelier cause, named, when it is that
+            raise
         parts.append(part)
     background, evaluation = (part.class_names for part in parts)
     classes = omniglot_splits(background, evaluation, convention, seed, validation_classes)[split]
@@ -142,7 +145,7 @@ def _check_not_swapped(archive: Path, name: str) -> None:
         with zipfile.ZipFile(archive) as opened:
             tops = {member.split("/", 1)[0] for member in opened.namelist()}
     except (zipfile.BadZipFile, OSError):
-        return  # reading the images reports it, with the archive's name
+        return  # the error being handled names it
     other = next(other for other in ARCHIVE_MD5 if other != name)
     if tops == {other}:
         raise MetakitError(
