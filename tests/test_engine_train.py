@@ -374,11 +374,13 @@ def test_minutes_budget_stops_training_and_counts_across_resumes(tmp_path, monke
     assert metakit.train(config, resume=True, progress=False).iteration == 12
 
 
-def test_bf16_training_autocasts_the_meta_loss_and_keeps_float32_weights(tmp_path):
+def test_bf16_training_autocasts_the_meta_loss_and_keeps_float32_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(metakit.precision, "native_cpu_bf16", lambda: False)
     fp32 = metakit.train(_config(tmp_path, "fp32", iterations=2, eval_every=0), progress=False)
-    bf16 = metakit.train(
-        _config(tmp_path, "bf16", iterations=2, eval_every=0, precision="bf16"), progress=False
-    )
+    with pytest.warns(UserWarning, match="bf16 is emulated on this CPU"):
+        bf16 = metakit.train(
+            _config(tmp_path, "bf16", iterations=2, eval_every=0, precision="bf16"), progress=False
+        )
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["config"]["precision"] == "bf16"
     assert all(p.dtype == torch.float32 for p in bf16.algorithm.parameters())
     difference = max(

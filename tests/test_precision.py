@@ -1,11 +1,14 @@
-"""Training precision: bf16 autocast reaches every task, whichever the task mapping."""
+"""Training precision: bf16 autocast reaches every task, whichever the task mapping, and a
+CPU that would emulate it is warned about."""
+
+import warnings
 
 import pytest
 import torch
 
-from metakit import MetakitError, TrainConfig
+from metakit import MetakitError, TrainConfig, precision
 from metakit.bench.configs import SpeedConfig
-from metakit.precision import autocast
+from metakit.precision import autocast, warn_if_emulated
 from metakit.registry import create_algorithm
 
 TINY = SpeedConfig("tiny", ways=3, shots=1, queries=2, tasks=4, inner_steps=1, inner_lr=0.4, hidden=8)
@@ -34,3 +37,18 @@ def test_worker_threads_compute_under_the_callers_autocast(torch_threads):
 def test_an_unknown_precision_is_refused():
     with pytest.raises(MetakitError, match="unknown precision 'fp16'; use one of fp32, bf16"):
         TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_is_warned_about_only_on_a_cpu_that_emulates_it(monkeypatch, native):
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_if_emulated("bf16", "cpu")
+        warn_if_emulated("fp32", "cpu")
+        warn_if_emulated("bf16", "cuda")
+    emulated = (
+        "bf16 is emulated on this CPU (oneDNN has no native bfloat16 here) and runs several times "
+        "slower than fp32; use --precision fp32"
+    )
+    assert [str(warning.message) for warning in caught] == ([] if native else [emulated])

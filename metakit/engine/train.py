@@ -40,7 +40,7 @@ from metakit.engine.progress import Progress
 from metakit.engine.run_dir import RunDirectory, default_run_dir
 from metakit.environment import cpu_model
 from metakit.errors import MetakitError
-from metakit.precision import autocast
+from metakit.precision import autocast, warn_if_emulated
 
 TASK_SEED_OFFSET = 1_000_003
 """The task generator is seeded with ``seed + TASK_SEED_OFFSET`` so that its stream is not
@@ -70,6 +70,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     with ``interrupted=True``; a non-finite loss or a failed allocation raises MetakitError,
     keeping the checkpoints."""
     device = resolve_device(config.device)
+    warn_if_emulated(config.precision, device)
     config = resolve(config)
     if config.run_dir is None:
         if resume:
