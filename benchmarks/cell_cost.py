@@ -66,7 +66,7 @@ def main() -> None:
                 seconds = seconds_per_iteration(cell, network, args.iterations, args)
                 hours = seconds * FULL_BUDGET / 3600
                 name = f"{cell.algorithm}-{cell.setting}"
-                print(f"| {name} | {network} | {seconds:.2f} | {hours:.1f} |", flush=True)
+                print(f"| {name} | {network} | {seconds:.3f} | {hours:.2f} |", flush=True)
     except MetakitError as error:
         parser.error(str(error))
 
