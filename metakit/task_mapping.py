@@ -62,6 +62,7 @@ def mapped_meta_loss(
     mapping: str = "auto",
     replicate: Callable[[], TaskObjective] | None = None,
     tasks_per_call: int = 1,
+    vmap_chunk_size: int | None = None,
 ) -> tuple[Tensor, Metrics]:
     """Mean of ``objective`` over the tasks of ``batch``, with its exact gradient.
 
@@ -74,11 +75,14 @@ def mapped_meta_loss(
     replica must take every tensor it differentiates from ``params``, never
     from its own (copied) state. Without ``replicate`` it runs as ``loop``. The loop and
     threads mappings call ``objective`` on consecutive groups of at most
-    ``tasks_per_call`` tasks when it is above 1 (the vmap mapping ignores it).
+    ``tasks_per_call`` tasks when it is above 1 (the vmap mapping ignores it). The vmap
+    mapping maps ``objective`` over all tasks at once, or over consecutive chunks of
+    ``vmap_chunk_size`` tasks (``torch.func.vmap``'s ``chunk_size``): the same gradient,
+    with one chunk's graphs alive at a time instead of every task's.
     """
     resolved = resolve_mapping(mapping, batch)
     if resolved == "vmap":
-        grads, loss, metrics = _vmapped(objective, params, batch)
+        grads, loss, metrics = _vmapped(objective, params, batch, vmap_chunk_size)
     elif resolved == "threads" and replicate is not None:
         grads, loss, metrics = _threaded(objective, replicate, params, batch, tasks_per_call)
     else:
@@ -86,10 +90,13 @@ def mapped_meta_loss(
     return _WithGradient.apply(loss, [grads[name] for name in params], *params.values()), metrics
 
 
-def _vmapped(objective: TaskObjective, params: Mapping[str, Tensor], batch: TaskBatch):
+def _vmapped(
+    objective: TaskObjective, params: Mapping[str, Tensor], batch: TaskBatch, chunk_size: int | None
+):
     leaves = {name: p.detach() for name, p in params.items()}
     per_task = torch.func.grad_and_value(objective, has_aux=True)
-    grads, (losses, metrics) = torch.func.vmap(per_task, in_dims=(None, 0, 0, 0, 0))(leaves, *batch.tensors())
+    mapped = torch.func.vmap(per_task, in_dims=(None, 0, 0, 0, 0), chunk_size=chunk_size)
+    grads, (losses, metrics) = mapped(leaves, *batch.tensors())
     mean = {name: g.mean(0) for name, g in grads.items()}
     return mean, losses.mean(), {key: value.mean(0) for key, value in metrics.items()}
 

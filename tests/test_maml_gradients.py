@@ -87,7 +87,7 @@ def _assert_close(found, expected, rtol=1e-10):
 MAPPINGS = [
     (setup, mapping)
     for setup in ("conv4", "mlp", "mlp-bn")
-    for mapping in ("loop", "threads", "vmap")
+    for mapping in ("loop", "threads", "vmap", "vmap-grouped")
     + (("loop-grouped", "threads-grouped") if setup == "conv4" else ())
 ]
 
@@ -96,8 +96,8 @@ MAPPINGS = [
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("first_order", [False, True])
 def test_meta_gradient_equals_plain_autograd_reference(setup, steps, first_order, mapping):
-    """``-grouped``: tasks in groups of 2 through conv4's task-batched forward (3 tasks: a
-    group of 2 and one alone)."""
+    """``-grouped``: tasks in groups of 2 through conv4's task-batched forward, or vmapped
+    in chunks of 2 on any backbone (3 tasks: a group of 2 and one alone)."""
     mapping, grouped, _ = mapping.partition("-grouped")
     per_forward = 2 if grouped else 1
     algorithm, batch = _build(

@@ -134,3 +134,23 @@ def test_grouped_calls_get_slices_and_their_per_task_results_are_averaged(three_
         loss.backward()
         assert torch.allclose(w.grad, torch.full((2,), sum(t**2 for t in range(7)) / 7, dtype=torch.float64))
         assert metrics["task"].item() == pytest.approx(3.0)
+
+
+def test_vmap_in_chunks_calls_the_objective_once_per_chunk_with_the_same_result():
+    """The objective sees a chunk of tasks as one batched call: 7 tasks in chunks of 3 make
+    3 calls; the mean gradient and metrics are those of one call over all 7."""
+    w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    calls = []
+
+    def objective(params, support_x, support_y, query_x, query_y):
+        calls.append(1)
+        task = support_x.flatten()[0]
+        return params["w"].sum() * task**2, {"task": task}
+
+    for chunk_size, expected_calls in ((None, 1), (3, 3)):
+        w.grad, calls[:] = None, []
+        loss, metrics = mapped_meta_loss(objective, {"w": w}, _batch(7), "vmap", vmap_chunk_size=chunk_size)
+        loss.backward()
+        assert len(calls) == expected_calls
+        assert torch.allclose(w.grad, torch.full((2,), sum(t**2 for t in range(7)) / 7, dtype=torch.float64))
+        assert metrics["task"].item() == pytest.approx(3.0)

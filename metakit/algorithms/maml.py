@@ -29,7 +29,8 @@ class MAMLHyperparameters(Hyperparameters):
     ``task_mapping``: ``auto``, ``loop``, ``threads`` or ``vmap`` over the tasks of a batch;
     ``tasks_per_forward``: tasks the loop and threads mappings run through the backbone
     together (its ``forward_tasks``), 0 = as many as make up about ``EXAMPLES_PER_FORWARD``
-    support and query examples."""
+    support and query examples; under vmap, tasks per vmapped chunk, 0 = all tasks at once
+    (fewer: less memory, one chunk's graphs alive at a time)."""
 
     inner_lr: float = 0.4
     inner_steps: int = 1
@@ -64,10 +65,11 @@ class MAML(Algorithm):
         check_mapping(self.hparams.task_mapping)
         if self.hparams.tasks_per_forward < 0:
             raise MetakitError("tasks_per_forward must be 0 (automatic) or more")
-        if self.hparams.tasks_per_forward > 1 and not backbone.batches_tasks:
+        chunked_vmap = self.hparams.task_mapping == "vmap"  # needs no forward_tasks
+        if self.hparams.tasks_per_forward > 1 and not backbone.batches_tasks and not chunked_vmap:
             raise MetakitError(
                 f"backbone {type(backbone).__name__} cannot run several tasks in one forward; "
-                "use tasks_per_forward=1"
+                "use tasks_per_forward=1, or task_mapping=vmap to map tasks in chunks"
             )
 
     def _adapt(self, params: dict[str, Tensor], x: Tensor, y: Tensor, steps: int, first_order: bool):
@@ -110,6 +112,7 @@ class MAML(Algorithm):
             self.hparams.task_mapping,
             replicate=lambda: getattr(copy.deepcopy(self), name),
             tasks_per_call=per_call,
+            vmap_chunk_size=self.hparams.tasks_per_forward or None,
         )
 
     def _tasks_per_forward(self, batch: TaskBatch) -> int:

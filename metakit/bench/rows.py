@@ -26,7 +26,8 @@ class Row:
     under bfloat16 autocast, which leaves the float64 gate's tensors alone: the gate checks
     their algorithm, the accuracy suite (``--precision bf16``) what the precision costs.
     The loop rows (the gate's reference) and ``metakit-threads-1`` run one task per forward
-    (``tasks_per_forward=1``); the other rows group tasks as ``tasks_per_forward=0`` chooses."""
+    (``tasks_per_forward=1``), ``metakit-vmap-8`` vmaps chunks of 8 tasks; the other rows group
+    tasks as ``tasks_per_forward=0`` chooses (vmap: all tasks at once)."""
 
     name: str
     second_order: bool
@@ -81,6 +82,7 @@ ROWS = {
         metakit_row("metakit-threads", "threads"),
         metakit_row("metakit-threads-1", "threads", tasks_per_forward=1),
         metakit_row("metakit-vmap", "vmap"),
+        metakit_row("metakit-vmap-8", "vmap", tasks_per_forward=8),
         metakit_row("metakit-loop-1st", "loop", second_order=False, tasks_per_forward=1),
         metakit_row("metakit-threads-1st", "threads", second_order=False),
         metakit_row("metakit-vmap-1st", "vmap", second_order=False),
