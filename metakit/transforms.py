@@ -1,7 +1,7 @@
 """Whether code is running inside a ``torch.func`` transform (``grad``, ``vmap``).
 
 The inner loop switches its gradient function on it, and conv4's CPU kernels
-(max-pool, BatchNorm) fall back to torch's layers under a transform, which
+(convolution, BatchNorm) fall back to torch's layers under a transform, which
 cannot batch or differentiate their custom autograd functions.
 """
 

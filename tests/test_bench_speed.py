@@ -80,15 +80,23 @@ def test_gate_passes_correct_implementations(peer):
 
 @pytest.mark.parametrize("second_order", [False, True])
 def test_flop_count_matches_torch_flop_counter(second_order):
-    """First order: exactly what torch counts. Second order: torch's convolution double-backward
-    also computes one first-layer product that is not needed, ``F_1(n_support)`` per task and step."""
+    """Exactly what torch counts, in both orders: metakit's convolution skips the first-layer
+    product, ``F_1(n_support)`` per task and step, that torch's double backward computes."""
     backbone = TINY.backbone(0, torch.float32, "cpu")
     step = rows.metakit_maml("loop", first_order=not second_order, tasks_per_forward=1)(backbone, TINY)
     with FlopCounterMode(display=False) as counter:
         step(TINY.batch(0, torch.float32, "cpu"))
-    expected = meta_iteration_flops(TINY, second_order)
+    assert counter.get_total_flops() == meta_iteration_flops(TINY, second_order)
+
+
+def test_the_peers_pay_torchs_unneeded_first_layer_product():
+    """The same count for the plain loop on torch's layers is higher by that product."""
+    backbone = TINY.backbone(0, torch.float32, "cpu")
+    step = peers.on_textbook_conv4(peers.plain_loop)(backbone, TINY)
+    with FlopCounterMode(display=False) as counter:
+        step(TINY.batch(0, torch.float32, "cpu"))
     unneeded = TINY.tasks * TINY.inner_steps * layer_flops(TINY, TINY.ways * TINY.shots)[0]
-    assert counter.get_total_flops() == expected + (unneeded if second_order else 0)
+    assert counter.get_total_flops() == meta_iteration_flops(TINY, True) + unneeded
 
 
 def _in_process(job, settings):
@@ -169,7 +177,7 @@ def test_rounds_take_turns_and_pool_every_rounds_iterations():
 
 
 def test_peers_textbook_conv4_is_metakits_conv4_in_the_textbook_order():
-    """Same parameters (so the same ``.grad``), torch's own BatchNorm, ReLU and max-pool, ReLU first."""
+    """Same parameters (so the same ``.grad``), torch's own layers throughout, ReLU first."""
     backbone = TINY.backbone(0, torch.float64, "cpu")
     textbook = peers.textbook_conv4(backbone)
     assert [type(m) for m in textbook[:4]] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d]

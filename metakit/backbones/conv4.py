@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metakit.backbones.backbone import Backbone
 from metakit.backbones.batch_norm import BatchNorm2d, batch_norm
+from metakit.backbones.convolution import Conv2d, conv2d
 from metakit.errors import MetakitError
 from metakit.registry import register_backbone
 from metakit.transforms import inside_functorch_transform
@@ -29,7 +29,9 @@ class Conv4(Backbone):
     convolution, BatchNorm and max-pool kernels for that layout ran 1.15x, 1.8-2.8x
     and 14x faster than for NCHW at conv4's sizes, and a meta-iteration of
     configuration A of ``metakit bench speed`` 1.5x faster (one thread). The
-    results are those of the NCHW network (``tests/test_backbones.py``).
+    results are those of the NCHW network (``tests/test_backbones.py``). Its
+    convolutions and BatchNorms have cheaper second derivatives there
+    (``convolution.py``, ``batch_norm.py``).
     """
 
     def __init__(
@@ -53,7 +55,7 @@ class Conv4(Backbone):
             channels = in_channels if block == 0 else hidden
             stride = 2 if strided else 1
             blocks += [
-                nn.Conv2d(channels, hidden, 3, stride=stride, padding=1),
+                Conv2d(channels, hidden, 3, stride=stride, padding=1),
                 BatchNorm2d(hidden, track_running_stats=False),
             ]
             # max-pool and ReLU commute (ReLU is monotone); pooling first runs the ReLU,
@@ -79,7 +81,7 @@ class Conv4(Backbone):
             weight, bias = params.get(f"blocks.{index}.weight"), params.get(f"blocks.{index}.bias")
             if isinstance(layer, nn.Conv2d):
                 weight, bias = weight.flatten(0, 1), bias.flatten()
-                h = F.conv2d(h, weight, bias, layer.stride, layer.padding, groups=tasks)
+                h = conv2d(h, weight, bias, layer.stride, layer.padding, groups=tasks)
             elif isinstance(layer, nn.BatchNorm2d):
                 h = batch_norm(h, weight.flatten(), bias.flatten(), layer.eps)
             else:

@@ -22,10 +22,11 @@ Write ``F_l(n)`` for the forward cost of layer ``l`` on ``n`` images:
 
 Per meta-iteration, ``tasks * [steps * sum_l k_l F_l(n_s) + sum_l q_l F_l(n_q)]``
 with ``k = (2, 3, 3, ...)`` first order, ``(4, 9, 9, ...)`` second order and
-``q = (2, 3, 3, ...)``. This is the work the algorithm needs; torch's convolution
-double-backward also computes one product the first layer does not need
-(``F_1(n_s)`` more per task and inner step, seen with
-``torch.utils.flop_counter.FlopCounterMode``), which is not counted.
+``q = (2, 3, 3, ...)``. This is the work the algorithm needs, and what metakit's
+convolution computes. torch's own convolution double-backward, which the peers
+run, also computes one product the first layer does not need (``F_1(n_s)`` more
+per task and inner step, seen with ``torch.utils.flop_counter.FlopCounterMode``);
+it is not counted.
 """
 
 from __future__ import annotations

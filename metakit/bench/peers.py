@@ -28,18 +28,22 @@ PeerBuilder = Callable[[nn.Module, SpeedConfig], MetaStep]
 
 
 def textbook_conv4(backbone: Conv4) -> nn.Sequential:
-    """``backbone``'s own layers (so its parameters and their ``.grad``) in the order peer
-    code writes conv4, with torch's BatchNorm, ReLU and max-pooling: [Conv2d, BatchNorm2d,
-    ReLU, MaxPool2d(2)] x 4 -> flatten -> Linear, as in learn2learn's OmniglotCNN and
-    higher's MAML example. The same function as metakit's conv4, which pools before its
-    ReLU and has its own max-pool and BatchNorm."""
+    """``backbone``'s parameters (so their ``.grad``) in the layers peer code writes for
+    conv4, all of them torch's: [Conv2d, BatchNorm2d, ReLU, MaxPool2d(2)] x 4 -> flatten ->
+    Linear, as in learn2learn's OmniglotCNN and higher's MAML example. The same function
+    as metakit's conv4, which pools before its ReLU and has its own convolution and
+    BatchNorm (cheaper second derivatives)."""
     convs = [m for m in backbone.blocks if isinstance(m, nn.Conv2d)]
     norms = [m for m in backbone.blocks if isinstance(m, nn.BatchNorm2d)]
     layers: list[nn.Module] = []
     for conv, norm in zip(convs, norms):
+        torch_conv = nn.Conv2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding
+        )
+        torch_conv.weight, torch_conv.bias = conv.weight, conv.bias
         torch_norm = nn.BatchNorm2d(norm.num_features, norm.eps, track_running_stats=False)
         torch_norm.weight, torch_norm.bias = norm.weight, norm.bias
-        layers += [conv, torch_norm, nn.ReLU(), nn.MaxPool2d(2)]
+        layers += [torch_conv, torch_norm, nn.ReLU(), nn.MaxPool2d(2)]
     return nn.Sequential(*layers, nn.Flatten(), backbone.head)
 
 
