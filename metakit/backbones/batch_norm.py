@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metakit.transforms import inside_functorch_transform
+from metakit.transforms import cpu_kernels_apply
 
 
 class BatchNorm2d(nn.BatchNorm2d):
@@ -51,7 +51,7 @@ class BatchNorm2d(nn.BatchNorm2d):
 def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``F.batch_norm`` with the statistics of ``x: [batch, channels, ...]`` (no running
     statistics), with the cheaper double backward where it applies."""
-    if inside_functorch_transform() or x.device.type != "cpu":
+    if not cpu_kernels_apply(x):
         return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
     return _BatchNorm.apply(x, weight, bias, eps)
 

@@ -12,7 +12,7 @@ from metakit.backbones.batch_norm import BatchNorm2d, batch_norm
 from metakit.backbones.convolution import Conv2d, conv2d
 from metakit.errors import MetakitError
 from metakit.registry import register_backbone
-from metakit.transforms import inside_functorch_transform
+from metakit.transforms import cpu_kernels_apply
 
 
 @register_backbone("conv4")
@@ -98,7 +98,7 @@ def _channels_last(x: Tensor) -> Tensor:
     even for one channel, where ``x.contiguous(memory_format=torch.channels_last)`` keeps
     the NCHW strides (both layouts describe it) and the first convolution would then
     write an NCHW output."""
-    if x.device.type != "cpu" or inside_functorch_transform():
+    if not cpu_kernels_apply(x):
         return x
     batch, channels, height, width = x.shape
     nhwc = x.new_empty(batch, height, width, channels).permute(0, 3, 1, 2)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metakit.transforms import inside_functorch_transform
+from metakit.transforms import cpu_kernels_apply
 
 
 class Conv2d(nn.Conv2d):
@@ -64,9 +64,10 @@ def conv2d(
 ) -> Tensor:
     """``F.conv2d(x, weight, bias, stride, padding, groups=groups)``, with the cheaper
     double backward where it applies."""
-    if inside_functorch_transform() or x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
-        return F.conv2d(x, weight, bias, stride, padding, 1, groups)
-    return _Conv2d.apply(x, weight, bias, _Geometry(tuple(stride), tuple(padding), groups))
+    geometry = _Geometry(tuple(stride), tuple(padding), groups)
+    if not cpu_kernels_apply(x) or torch.is_autocast_enabled("cpu"):
+        return _convolve(x, weight, bias, geometry)
+    return _Conv2d.apply(x, weight, bias, geometry)
 
 
 def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, geometry: _Geometry) -> Tensor:
@@ -122,15 +123,13 @@ class _Conv2dBackward(torch.autograd.Function):
         geometry = ctx.geometry
         need_dy, need_x, need_weight = ctx.needs_input_grad[:3]
         grad_dy = grad_x = grad_weight = None
-        if need_dy:
-            terms = []
-            if g_dx is not None:
-                terms.append(_convolve(g_dx, weight, g_dbias, geometry))
-            elif g_dbias is not None:
-                terms.append(g_dbias.view(1, -1, 1, 1).expand_as(dy))
-            if g_dweight is not None:
-                terms.append(_convolve(x, g_dweight, None, geometry))
-            grad_dy = sum(terms[1:], terms[0]) if terms else None
+        if need_dy and g_dx is not None:
+            grad_dy = _convolve(g_dx, weight, g_dbias, geometry)
+        elif need_dy and g_dbias is not None:
+            grad_dy = g_dbias.view(1, -1, 1, 1).expand_as(dy)
+        if need_dy and g_dweight is not None:
+            from_weight = _convolve(x, g_dweight, None, geometry)
+            grad_dy = from_weight if grad_dy is None else grad_dy + from_weight
         if need_x and g_dweight is not None:
             grad_x = _fused_backward(dy, x, g_dweight, geometry, [True, False, False])[0]
         if need_weight and g_dx is not None:
