@@ -28,6 +28,7 @@ from metakit.bench import machine
 from metakit.bench.configs import SpeedConfig
 from metakit.bench.gate import gate_error
 from metakit.bench.rows import ROWS, metakit_maml
+from metakit.errors import out_of_memory
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -68,16 +69,12 @@ def _time_row(build, config: SpeedConfig, job: dict[str, Any]) -> dict[str, Any]
     return result
 
 
-def _out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(error)
-
-
 def main() -> None:
     job = json.loads(sys.stdin.read())
     try:
         result = {"status": "ok", **run_job(job)}
     except Exception as error:  # reported in the row, so that one row's failure does not end the suite
-        status = "out of memory" if _out_of_memory(error) else f"failed: {type(error).__name__}: {error}"
+        status = "out of memory" if out_of_memory(error) else f"failed: {type(error).__name__}: {error}"
         result = {"status": status}
     print(json.dumps(result))
 

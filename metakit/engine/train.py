@@ -39,7 +39,7 @@ from metakit.engine.evaluate import EvalResult, evaluate, summarize, task_scores
 from metakit.engine.progress import Progress
 from metakit.engine.run_dir import RunDirectory, default_run_dir
 from metakit.environment import cpu_model
-from metakit.errors import MetakitError
+from metakit.errors import MetakitError, out_of_memory
 from metakit.precision import autocast, warn_if_emulated
 
 TASK_SEED_OFFSET = 1_000_003
@@ -151,7 +151,7 @@ class _Trainer:
                 loss, metrics = self.algorithm.meta_loss(batch)
             loss.backward()
         except RuntimeError as error:
-            if not _out_of_memory(error):
+            if not out_of_memory(error):
                 raise
             raise MetakitError(
                 f"out of memory at iteration {self.iteration + 1} with {self.config.meta_batch} tasks "
@@ -262,11 +262,6 @@ class _Trainer:
         self.iteration, self.wall_time = checkpoint["iteration"], checkpoint["wall_time"]
         self.best_score = checkpoint["best_score"]
         self.directory.truncate_metrics(self.iteration)
-
-
-def _out_of_memory(error: RuntimeError) -> bool:
-    """A failed allocation: torch's OutOfMemoryError on a GPU, a plain RuntimeError on the CPU."""
-    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
 
 
 def _evaluation_sampler(config: TrainConfig, split: str, device: torch.device) -> TaskSampler:
