@@ -23,8 +23,8 @@ from metakit.bench.speed import (
     RowResult,
     SpeedSettings,
     SuiteResult,
+    gate_row,
     launch,
-    run_row,
     run_speed_suite,
 )
 from metakit.bench.worker import run_job
@@ -108,10 +108,18 @@ def test_a_row_whose_gradient_differs_is_reported_wrong_and_not_timed():
 
     def launcher(job, settings):
         launched.append(job["job"])
+        if job["job"] == "machine":
+            return {"status": "ok", "machine": {}, "matmul_gflops": 1.0}
         return {"status": "ok", "error": 2e-3}
 
-    result = run_row(TINY, "plain-loop", SpeedSettings(), launcher)
-    assert (result.status, result.gate_error, result.times_ms, launched) == ("WRONG", 2e-3, [], ["gate"])
+    settings = SpeedSettings(configs=(TINY,), rows=("plain-loop",), output=None)
+    (result,) = run_speed_suite(settings, progress=lambda line: None, launcher=launcher).rows
+    assert (result.status, result.gate_error, result.times_ms, launched) == (
+        "WRONG",
+        2e-3,
+        [],
+        ["machine", "gate"],
+    )
 
 
 def test_suite_gates_and_times_every_row(monkeypatch):
@@ -194,7 +202,7 @@ def test_every_process_runs_with_the_same_malloc_tunables(monkeypatch):
 
 def test_a_process_past_its_timeout_is_reported_not_waited_for():
     settings = SpeedSettings(timeout_s=0.05)
-    assert run_row(TINY, "metakit-loop", settings, launch).status == "timeout"
+    assert gate_row(TINY, "plain-loop", settings, launch).status == "timeout"
 
 
 def _result(row, times, rss, gate=None, status="ok", second_order=True):

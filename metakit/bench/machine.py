@@ -27,13 +27,18 @@ def describe(device: str) -> dict[str, str | int]:
     return found
 
 
-def matmul_gflops(device: str, size: int = 2048, repeats: int = 5) -> float:
-    """Median GFLOP/s of an fp32 ``[size, size] @ [size, size]`` product (``2 size^3`` FLOPs)
-    after one warm-up product."""
+MATMUL_SIZE = 2048
+MATMUL_REPEATS = 5
+
+
+def matmul_gflops(device: str) -> float:
+    """Median GFLOP/s of ``MATMUL_REPEATS`` fp32 ``[n, n] @ [n, n]`` products (``2 n^3`` FLOPs,
+    ``n = MATMUL_SIZE``) after one warm-up product."""
+    size = MATMUL_SIZE
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     seconds = []
-    for _ in range(repeats + 1):
+    for _ in range(MATMUL_REPEATS + 1):
         synchronize(device)
         start = time.perf_counter()
         a @ b

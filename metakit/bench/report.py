@@ -9,6 +9,7 @@ from pathlib import Path
 from metakit.bench.configs import SpeedConfig
 from metakit.bench.flops import meta_iteration_flops
 from metakit.bench.gate import GATE_TOLERANCE
+from metakit.bench.machine import MATMUL_SIZE
 from metakit.bench.rows import ROWS
 from metakit.bench.speed import RowResult, SpeedSettings, SuiteResult
 from metakit.errors import MetakitError
@@ -29,7 +30,7 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
         "",
         f"Machine: {machine['cpu']} ({machine['cpus']} logical CPUs){gpu}; torch {machine['torch']}; "
         f"{machine['threads']} thread(s); device {machine['device']}; malloc: {machine.get('malloc', '-')}. "
-        f"fp32 matmul (2048 x 2048): {suite.matmul_gflops:.1f} GFLOP/s.",
+        f"fp32 matmul ({MATMUL_SIZE} x {MATMUL_SIZE}): {suite.matmul_gflops:.1f} GFLOP/s.",
         "",
         _sampling(settings) + "A meta-iteration is the meta-gradient of one batch into `.grad` "
         "(no optimizer step). Gate: float64 meta-gradient against metakit's loop mapping of the same order, "

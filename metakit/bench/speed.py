@@ -163,16 +163,6 @@ def launch(job: dict[str, Any], settings: SpeedSettings) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def run_row(
-    config: SpeedConfig, row_name: str, settings: SpeedSettings, launcher: Launcher = launch
-) -> RowResult:
-    """Gate, then time (one round), one row of one configuration."""
-    result = gate_row(config, row_name, settings, launcher)
-    if result.status == "ok":
-        time_row(config, result, settings, launcher)
-    return result
-
-
 def gate_row(
     config: SpeedConfig, row_name: str, settings: SpeedSettings, launcher: Launcher = launch
 ) -> RowResult:
