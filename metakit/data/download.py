@@ -11,15 +11,17 @@ from pathlib import Path
 from metakit.atomic_file import atomic_path
 from metakit.errors import MetakitError
 
+TIMEOUT_S = 60.0  # for the connection and for each read
 
-def download(url: str, target: Path, md5: str, manual_hint: str, timeout: float = 60.0) -> None:
+
+def download(url: str, target: Path, md5: str, manual_hint: str) -> None:
     """Fetch ``url`` into ``target`` if its md5 is ``md5``. Nothing is left under ``target``
     unless the whole, verified file is; any failure is a MetakitError ending with
     ``manual_hint`` (how to put the file there by hand)."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with (
-            urllib.request.urlopen(url, timeout=timeout) as response,
+            urllib.request.urlopen(url, timeout=TIMEOUT_S) as response,
             atomic_path(target) as temporary,
             open(temporary, "wb") as out,
         ):
