@@ -194,9 +194,11 @@ def plot_command(
 @_user_errors
 def show_tasks_command(
     output: Annotated[Path, typer.Option(help="the PNG to write")] = Path("tasks.png"),
-    sampler: Annotated[str, typer.Option(help="an image classification sampler")] = "omniglot",
-    ways: Annotated[int, typer.Option()] = 5,
-    shots: Annotated[int, typer.Option()] = 1,
+    sampler: Annotated[
+        str | None, typer.Option(help="an image classification sampler (default: omniglot)")
+    ] = None,
+    ways: Annotated[int | None, typer.Option(help="(default: 5)")] = None,
+    shots: Annotated[int | None, typer.Option(help="(default: 1)")] = None,
     queries: Annotated[int, typer.Option(help="query examples per class")] = 3,
     part: Annotated[str, typer.Option(help="train, validation or test")] = "train",
     split: Annotated[str | None, typer.Option(help="split convention (omniglot)")] = None,
@@ -207,6 +209,10 @@ def show_tasks_command(
     ] = None,
     tasks: Annotated[int, typer.Option(help="how many tasks to draw")] = 4,
     seed: Annotated[int, typer.Option(help="seed of the task generator")] = 0,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="a `metakit train` TOML file: its sampler, sampler options, ways and shots"),
+    ] = None,
 ) -> None:
     """Save a PNG of a few sampled tasks: a column per label, support rows above query rows."""
     if tasks < 1:
@@ -218,11 +224,13 @@ def show_tasks_command(
         data_dir=None if data_dir is None else str(data_dir),
         download=download,
     )
-    config = _downloading(TrainConfig(sampler=sampler, ways=ways, shots=shots, sampler_options=options))
-    drawn = build_sampler(config, part, queries, torch.device("cpu"))
+    base = TrainConfig() if config is None else load_config(config)
+    overrides = {"sampler": sampler, "ways": ways, "shots": shots, "sampler_options": options}
+    chosen = _downloading(base.merged(overrides))
+    drawn = build_sampler(chosen, part, queries, torch.device("cpu"))
     batch = drawn.sample(tasks, torch.Generator().manual_seed(seed))
     path = save_task_grid(batch, output, max_tasks=tasks, max_query_rows=queries)
-    typer.echo(f"wrote {tasks} {ways}-way {shots}-shot tasks ({part} part) to {path}")
+    typer.echo(f"wrote {tasks} {chosen.ways}-way {chosen.shots}-shot tasks ({part} part) to {path}")
 
 
 def _downloading(config: TrainConfig) -> TrainConfig:

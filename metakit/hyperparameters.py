@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from typing import Any, TypeVar
@@ -60,24 +61,40 @@ def json_value(name: str, value: Any, hint: Any) -> Any:
 
 
 def _as_type(value: Any, hint: Any) -> Any:
+    """``value`` as ``hint`` asks, or TypeError. An annotation that ``isinstance`` cannot
+    test (a Protocol, say) accepts any value."""
+    origin = typing.get_origin(hint)
     if hint is typing.Any or (hint is type(None) and value is None):
         return value
-    if typing.get_origin(hint) is tuple:
-        (item,) = {arg for arg in typing.get_args(hint) if arg is not Ellipsis}
-        if not isinstance(value, (list, tuple)):
-            raise TypeError
-        return tuple(_as_type(v, item) for v in value)
+    if origin is typing.Literal and value in typing.get_args(hint):
+        return value
+    if origin is tuple and isinstance(value, (list, tuple)):
+        args = typing.get_args(hint)
+        items = [args[0]] * len(value) if args[-1:] == (Ellipsis,) else list(args)
+        if len(items) == len(value):
+            return tuple(_as_type(v, item) for v, item in zip(value, items))
+    if origin in (typing.Literal, tuple):
+        raise TypeError
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    kind = typing.get_origin(hint) or hint
-    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+    kind = origin or hint
+    if isinstance(value, str) and isinstance(kind, type) and issubclass(kind, os.PathLike):
+        return value  # a path option takes its path as a string
+    try:
+        matches = isinstance(value, kind)
+    except TypeError:
+        return value
+    if matches and (kind is bool or not isinstance(value, bool)):
         return value
     raise TypeError
 
 
 def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is type(None):
         return "null"
-    if typing.get_origin(hint) is tuple:
-        return "a list"
-    return (typing.get_origin(hint) or hint).__name__
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(arg) for arg in args)
+    if origin is tuple:
+        return "a list" if args[-1:] == (Ellipsis,) else f"a list of {len(args)}"
+    return (origin or hint).__name__

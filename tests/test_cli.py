@@ -232,7 +232,7 @@ def test_plot_without_matplotlib_says_what_to_install(trained, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = _invoke("plot", trained[0])
     assert result.exit_code == 1
-    assert result.stderr == "error: plotting needs matplotlib: pip install metakit[plot]\n"
+    assert result.stderr == "error: plotting needs matplotlib: pip install matplotlib\n"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="only without a GPU")
@@ -242,3 +242,63 @@ def test_asking_for_cuda_without_a_gpu(tmp_path):
         "error: device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto\n"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_devices_torch_does_not_see_are_one_line_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for device, message in [
+        ("mps", "device mps was asked for but torch sees no MPS (Apple) GPU; use --device cpu or auto"),
+        (
+            "cuda:2",
+            "device cuda:2 was asked for but torch sees 2 CUDA GPU(s), numbered from 0; use cuda or auto",
+        ),
+    ]:
+        result = _invoke("train", "maml", *SINUSOID, "--device", device, "--run-dir", tmp_path / "run")
+        assert result.stderr == f"error: {message}\n"
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("[backbone_options]\nhidden = 40", "backbone 'mlp': option hidden must be a list, got 40"),
+        (
+            "[sampler_options]\namplitude = 5",
+            "sampler 'sinusoid': option amplitude must be a list of 2, got 5",
+        ),
+        (
+            '[sampler_options]\nx_range = [-5, "5"]',
+            "sampler 'sinusoid': option x_range must be a list of 2, got [-5, '5']",
+        ),
+    ],
+)
+def test_option_values_of_the_wrong_type_in_a_config_file_are_one_line_errors(tmp_path, table, message):
+    config = tmp_path / "run.toml"
+    config.write_text(f'sampler = "sinusoid"\nbackbone = "mlp"\nshots = 5\n{table}\n')
+    result = _invoke("train", "maml", "--config", config, "--run-dir", tmp_path / "run")
+    assert result.stderr == f"error: {message}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_show_tasks_takes_the_sampler_and_its_options_from_a_config_file(tmp_path):
+    from data_synthetic import write_collection
+    from PIL import Image
+
+    write_collection(tmp_path / "data", groups=2, classes=4, drawings=4, size=8)
+    config = tmp_path / "folder.toml"
+    config.write_text(
+        f'sampler = "image-folder"\nways = 3\nshots = 2\n[sampler_options]\nroot = "{tmp_path / "data"}"\n'
+        f'image_size = 8\ncache_dir = "{tmp_path / "cache"}"\n'
+    )
+    output = tmp_path / "tasks.png"
+    result = _invoke("show-tasks", "--config", config, "--tasks", 1, "--queries", 1, "--output", output)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"wrote 1 3-way 2-shot tasks (train part) to {output}\n"
+    assert Image.open(output).size[0] > 0
+    without = _invoke("show-tasks", "--sampler", "image-folder", "--output", tmp_path / "no.png")
+    assert without.stderr == (
+        "error: sampler 'image-folder' needs option root: "
+        "set it in the [sampler_options] table of a --config file\n"
+    )

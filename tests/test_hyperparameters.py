@@ -1,8 +1,12 @@
 """Hyperparameter dataclasses round-trip through JSON and reject bad values."""
 
+import os
+from typing import Literal, Protocol
+
 import pytest
 
 from metakit import MAMLHyperparameters, MetakitError
+from metakit.hyperparameters import json_value
 
 
 def test_round_trip_through_json():
@@ -25,3 +29,37 @@ def test_int_is_accepted_for_a_float():
 def test_bad_values_are_one_line_errors(values, message):
     with pytest.raises(MetakitError, match=message):
         MAMLHyperparameters.from_dict(values)
+
+
+class _Sized(Protocol):
+    def __len__(self) -> int: ...
+
+
+@pytest.mark.parametrize(
+    ("value", "hint", "expected"),
+    [
+        ([1, 2], tuple[float, float], (1.0, 2.0)),
+        ([1, "a"], tuple[int, str], (1, "a")),
+        ([], tuple[int, ...], ()),
+        ("b", Literal["a", "b"], "b"),
+        ("data", str | os.PathLike | None, "data"),
+        (3, _Sized, 3),  # isinstance cannot test a Protocol that is not runtime-checkable: not checked
+    ],
+)
+def test_option_values_that_fit_their_annotation(value, hint, expected):
+    assert json_value("o", value, hint) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "hint", "message"),
+    [
+        ([1, 2, 3], tuple[float, float], "option o must be a list of 2, got [1, 2, 3]"),
+        (["1"], tuple[int, ...], "option o must be a list, got ['1']"),
+        ("c", Literal["a", "b"], "option o must be one of 'a', 'b', got 'c'"),
+        (5, str | os.PathLike | None, "option o must be str or PathLike or null, got 5"),
+    ],
+)
+def test_option_values_that_do_not_fit_are_one_line_errors(value, hint, message):
+    with pytest.raises(MetakitError) as raised:
+        json_value("o", value, hint)
+    assert str(raised.value) == message

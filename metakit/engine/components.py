@@ -22,7 +22,7 @@ from metakit.algorithms.algorithm import Algorithm
 from metakit.data.sampler import TaskSampler
 from metakit.engine.config import TrainConfig
 from metakit.errors import MetakitError
-from metakit.hyperparameters import Hyperparameters
+from metakit.hyperparameters import Hyperparameters, json_value
 from metakit.registry import Registry, algorithms, backbones, samplers
 
 TASK_OPTIONS = ("ways", "shots", "queries", "split", "device")
@@ -121,6 +121,7 @@ def _check_options(registry: Registry, name: str, given: dict[str, Any], engine_
         raise MetakitError(
             f"{registry.kind} '{name}' has no option {', '.join(unknown)}; its options: {', '.join(known)}"
         )
+    _check_values(registry, name, given)
     required = [option for option, default in (accepted or {}).items() if default is inspect.Parameter.empty]
     missing = [option for option in required if option not in given and option not in engine_options]
     if missing:
@@ -128,6 +129,22 @@ def _check_options(registry: Registry, name: str, given: dict[str, Any], engine_
             f"{registry.kind} '{name}' needs option {', '.join(missing)}: "
             f"set it in the [{registry.kind}_options] table of a --config file"
         )
+
+
+def _check_values(registry: Registry, name: str, given: dict[str, Any]) -> None:
+    """Each given option's value against the type its factory declares, where it declares
+    one that this module can resolve (a plugin's may not be)."""
+    factory = registry.get(name)
+    try:
+        hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
+    except (NameError, TypeError):
+        return
+    for option, value in given.items():
+        if option in hints:
+            try:
+                json_value(option, value, hints[option])
+            except MetakitError as error:
+                raise MetakitError(f"{registry.kind} '{name}': {error}") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,6 +159,15 @@ def resolve_device(name: str) -> torch.device:
         raise MetakitError(f"metakit does not run on device '{name}'; use auto, cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MetakitError("device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise MetakitError(
+            f"device {name} was asked for but torch sees {torch.cuda.device_count()} CUDA GPU(s), "
+            "numbered from 0; use cuda or auto"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise MetakitError(
+            "device mps was asked for but torch sees no MPS (Apple) GPU; use --device cpu or auto"
+        )
     return device
 
 
