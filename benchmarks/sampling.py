@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 import metakit
+from metakit.errors import MetakitError
 
 SHAPES = [(5, 1, 15, 32), (20, 1, 5, 16)]  # ways, shots, queries, tasks per batch
 
@@ -59,6 +60,9 @@ def main() -> None:
     parser.add_argument("--sample-repeats", type=int, default=50)
     parser.add_argument("--maml-repeats", type=int, default=1)
     args = parser.parse_args()
+    for option in ("sample_repeats", "maml_repeats"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, load {load:.1f}"
@@ -69,6 +73,15 @@ def main() -> None:
             "omniglot", data_dir=args.data_dir, cache_dir=cache, device=args.device, **kwargs
         )
 
+    try:
+        measure(open_sampler, args.sample_repeats, args.maml_repeats)
+    except MetakitError as error:
+        parser.error(str(error))
+
+
+def measure(open_sampler: Callable[..., metakit.TaskSampler], sample_repeats: int, maml_repeats: int) -> None:
+    """Print the first decode and the cached load, then each shape's sampling and
+    meta-iteration times; ``open_sampler(cache, **task_shape)`` opens Omniglot."""
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
         open_sampler(cache)
@@ -84,12 +97,12 @@ def main() -> None:
                     torch.cuda.synchronize()
                 return batch
 
-            sampling = timed(sample, args.sample_repeats)
-            iteration = timed(maml_iteration(sampler, sample()), args.maml_repeats)
+            sampling = timed(sample, sample_repeats)
+            iteration = timed(maml_iteration(sampler, sample()), maml_repeats)
             print(
                 f"{ways}-way {shots}-shot {queries}-query, {tasks} tasks: sampling {sampling * 1e3:.2f} ms "
                 f"({tasks / sampling:,.0f} tasks/s); MAML meta-iteration {iteration * 1e3:.0f} ms "
-                f"(median of {args.maml_repeats}); "
+                f"(median of {maml_repeats}); "
                 f"sampling = {100 * sampling / iteration:.2f}% of it"
             )
 
