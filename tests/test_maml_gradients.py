@@ -44,8 +44,6 @@ def _build(setup, **hparams):
     backbone = metakit.create_backbone(name, **kwargs).double()
     algorithm = metakit.create_algorithm("maml", backbone=backbone, problem=problem, **hparams)
     batch = _classification_batch() if problem == "classification" else _regression_batch()
-    if setup == "mlp-bn":
-        batch = _classification_batch(size=28)
     return algorithm, batch
 
 

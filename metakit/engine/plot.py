@@ -79,7 +79,7 @@ def _pyplot():
     try:
         import matplotlib
     except ModuleNotFoundError as error:
-        raise MetakitError("plotting needs matplotlib: pip install metakit[plot]") from error
+        raise MetakitError("plotting needs matplotlib: pip install matplotlib") from error
     matplotlib.use("Agg")  # files only: no display on servers and in CI
     import matplotlib.pyplot as pyplot
 
