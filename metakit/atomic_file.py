@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from metakit.errors import MetakitError
+
 
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
@@ -30,9 +32,17 @@ def atomic_path(final: Path) -> Iterator[Path]:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(file)`` on a binary file that replaces ``path`` atomically when done."""
-    with atomic_path(path) as temporary, temporary.open("wb") as file:
-        write(file)
+    """Call ``write(file)`` on a binary file that replaces ``path`` atomically when done. A
+    failed write (a full disk, a read-only folder) is a MetakitError, and ``path`` is as it was."""
+    try:
+        with atomic_path(path) as temporary, temporary.open("wb") as file:
+            write(file)
+    except OSError as error:
+        raise write_failure(path, error.strerror or str(error)) from error
+
+
+def write_failure(path: Path, reason: str) -> MetakitError:
+    return MetakitError(f"cannot write {path} ({reason}); free some space or fix the folder's permissions")
 
 
 def _umask() -> int:

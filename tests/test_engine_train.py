@@ -189,6 +189,12 @@ def test_resuming_a_run_that_stopped_before_its_first_checkpoint_says_to_start_a
         f"run dir {tmp_path / 'run'} stopped before its first checkpoint; "
         "there is nothing to resume: start again with another --run-dir"
     )
+    with pytest.raises(MetakitError) as error:
+        metakit.train(_config(tmp_path, eval_every=0), progress=False)
+    assert str(error.value) == (
+        f"run dir {tmp_path / 'run'} holds a run that stopped before its first checkpoint; "
+        "delete the folder or choose another --run-dir"
+    )
 
 
 def test_a_run_dir_holding_a_run_or_other_files_is_never_overwritten(tmp_path):
@@ -272,6 +278,82 @@ def test_damaged_run_files_are_refused_before_anything_is_run_or_written(tmp_pat
     (tmp_path / "a-file").write_text("mine")
     with pytest.raises(MetakitError, match="cannot create run dir .*a-file/run .*; choose another --run-dir"):
         metakit.train(_config(tmp_path, "a-file/run"), progress=False)
+
+
+def test_a_checkpoint_of_another_run_is_refused_and_nothing_is_lost(tmp_path):
+    metakit.train(_config(tmp_path, "a", iterations=4, eval_every=0), progress=False)
+    metakit.train(_config(tmp_path, "b", iterations=2, eval_every=0, seed=1), progress=False)
+    run = tmp_path / "a"
+    (run / "last.pt").write_bytes((tmp_path / "b" / "last.pt").read_bytes())  # copied over by hand
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    message = (
+        f"checkpoint {run / 'last.pt'} belongs to another run (seed is 0 in config.json, 1 in the "
+        "checkpoint); put this run's own checkpoint back"
+    )
+    with pytest.raises(MetakitError) as error:
+        metakit.train(_config(tmp_path, "a", iterations=6, eval_every=0), resume=True, progress=False)
+    assert str(error.value) == message
+    with pytest.raises(MetakitError) as error:
+        metakit.evaluate(run, tasks=2, checkpoint="last")
+    assert str(error.value) == message
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_resuming_with_another_sampler_is_refused_before_its_data_is_read(tmp_path):
+    metakit.train(_config(tmp_path, iterations=2, eval_every=0), progress=False)
+    other = _config(
+        tmp_path, sampler="omniglot", sampler_options={"data_dir": str(tmp_path / "no-data")}, eval_every=0
+    )
+    with pytest.raises(MetakitError) as error:
+        metakit.train(other, resume=True, progress=False)
+    assert str(error.value) == (
+        f'run dir {tmp_path / "run"} holds a different run (sampler is "test-blobs" there, "omniglot" '
+        "here); choose another --run-dir"
+    )
+    assert not (tmp_path / "no-data").exists()
+
+
+def test_a_write_that_fails_stops_training_and_keeps_what_was_written(tmp_path, monkeypatch):
+    written = {"checkpoints": 0}
+    save = torch.save
+
+    def fail_the_second_checkpoint(value, file):
+        written["checkpoints"] += 1
+        if written["checkpoints"] == 2:
+            file.write(b"half a checkpoint")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                "data/0: file write failed"
+            )
+        save(value, file)
+
+    monkeypatch.setattr(torch, "save", fail_the_second_checkpoint)
+    run, last = tmp_path / "run", tmp_path / "run" / "last.pt"
+    with pytest.raises(MetakitError) as error:
+        metakit.train(_config(tmp_path, eval_every=0), progress=False)
+    assert str(error.value) == (
+        f"training stopped at iteration 4: cannot write {last} "
+        "([enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+        "file write failed); free some space or fix the folder's permissions; the last good "
+        f"checkpoint {last} is kept; then continue with: metakit train --resume --run-dir {run}"
+    )
+    assert torch.load(last, weights_only=True)["iteration"] == 2
+    assert sorted(path.name for path in run.iterdir()) == ["config.json", "last.pt", "metrics.jsonl"]
+    monkeypatch.undo()
+    resumed = metakit.train(_config(tmp_path, eval_every=0), resume=True, progress=False)
+    assert [line["iteration"] for line in RunDirectory(resumed.directory).metrics()] == [1, 2, 3, 4, 5, 6]
+
+    def disk_full(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sys.modules["metakit.atomic_file"].os, "replace", disk_full)
+    with pytest.raises(MetakitError) as error:
+        metakit.evaluate(run, tasks=2, checkpoint="last")
+    assert str(error.value) == (
+        f"cannot write {run / 'results.json'} (No space left on device); free some space or fix the "
+        "folder's permissions"
+    )
+    assert sorted(path.name for path in run.iterdir()) == ["config.json", "last.pt", "metrics.jsonl"]
 
 
 class _RunsCode:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from metakit.atomic_file import atomic_path
 from metakit.errors import MetakitError
 from metakit.task_batch import TaskBatch
 
@@ -44,7 +45,8 @@ def save_task_grid(
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path, format="PNG")
+        with atomic_path(path) as temporary:
+            image.save(temporary, format="PNG")
     except OSError as error:
         raise MetakitError(
             f"cannot write {path} ({error.strerror or error}); choose a writable path"

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from metakit.atomic_file import atomic_write
+from metakit.atomic_file import atomic_write, write_failure
 from metakit.errors import MetakitError
 
 FORMAT = 1
@@ -41,7 +41,10 @@ def restore_rng(state: dict[str, Any], tasks: torch.Generator) -> None:
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    atomic_write(path, lambda file: torch.save({"format": FORMAT, **checkpoint}, file))
+    try:
+        atomic_write(path, lambda file: torch.save({"format": FORMAT, **checkpoint}, file))
+    except RuntimeError as error:  # how torch's zip writer reports a failed write
+        raise write_failure(path, str(error).strip().splitlines()[-1]) from error
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -59,7 +62,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise MetakitError(f"checkpoint {path} is not a metakit checkpoint of format {FORMAT}")
     fields = {"iteration": int, "wall_time": (int, float), "algorithm": dict, "config": dict}
     complete = all(isinstance(checkpoint.get(name), kind) for name, kind in fields.items())
-    complete = complete and "best_score" in checkpoint
+    complete = complete and checkpoint["iteration"] >= 0 and checkpoint["wall_time"] >= 0
+    complete = complete and (
+        checkpoint.get("best_score", "") is None or isinstance(checkpoint["best_score"], float)
+    )
     if not complete or not all(isinstance(value, torch.Tensor) for value in checkpoint["algorithm"].values()):
         raise MetakitError(f"checkpoint {path} lacks part of a metakit checkpoint; restore it from a copy")
     return checkpoint

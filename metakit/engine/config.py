@@ -29,6 +29,7 @@ PAPER_SETTINGS: dict[str, dict[int, dict[str, Any]]] = {
     "sinusoid": {1: {"meta_batch": 25, "inner_steps": 1, "inner_lr": 0.01, "eval_inner_steps": 10}},
 }
 DEFAULT_META_BATCH = 32
+MAX_COUNT = 2**40  # about 10**12: far above any real run, far below the 2**63 that overflows torch
 
 
 @dataclasses.dataclass
@@ -80,6 +81,8 @@ class TrainConfig:
         for name in ("eval_every", "eval_tasks", "test_tasks"):
             if getattr(self, name) < 0:
                 raise MetakitError(f"option {name} must be 0 or more, got {getattr(self, name)}")
+        for name in positive + ["queries", "meta_batch", "eval_every", "eval_tasks", "test_tasks"]:
+            check_count(name, getattr(self, name))
         if not self.minutes >= 0:  # nan too; inf is no limit
             raise MetakitError(f"option minutes must be 0 (no limit) or more, got {self.minutes}")
         if not 0 < self.meta_lr < math.inf:
@@ -141,6 +144,12 @@ class TrainConfig:
         return TrainConfig.from_dict(values)
 
 
+def check_count(name: str, value: int | None) -> None:
+    """A count small enough for torch's sizes (numbers past 2**63 overflow them)."""
+    if value is not None and value > MAX_COUNT:
+        raise MetakitError(f"option {name} must be at most {MAX_COUNT:,}, got {value}")
+
+
 def check_seed(seed: int) -> None:
     """A seed that torch's generators take, with room for the offsets added to it."""
     if not -(2**63) <= seed < 2**63:
@@ -160,7 +169,7 @@ def load_config(path: str | Path) -> TrainConfig:
         raise MetakitError(f"config file {path} is not text ({error}); give a {kind} file") from error
     try:
         values = tomllib.loads(text) if kind == "TOML" else json.loads(text)
-    except ValueError as error:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+    except (ValueError, RecursionError) as error:  # TOMLDecodeError, JSONDecodeError; nesting too deep
         raise MetakitError(f"config file {path} is not valid {kind}: {error}") from error
     if not isinstance(values, dict):
         raise MetakitError(f"config file {path} must hold a table of options")

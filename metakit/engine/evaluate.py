@@ -37,7 +37,7 @@ from metakit.engine.components import (
     load_algorithm_state,
     resolve_device,
 )
-from metakit.engine.config import check_seed
+from metakit.engine.config import check_count, check_seed
 from metakit.engine.progress import Progress
 from metakit.engine.run_dir import RunDirectory
 from metakit.errors import MetakitError
@@ -113,6 +113,8 @@ def evaluate(
     check_seed(seed)
     if queries is not None and queries < 1:
         raise MetakitError(f"evaluation needs at least 1 query example per class, got {queries}")
+    for name, count in (("tasks", tasks), ("queries", queries), ("inner_steps", inner_steps)):
+        check_count(name, count)
     directory = RunDirectory(run)
     config = directory.config()
     directory.results()  # a damaged results.json is refused before the tasks are run
@@ -121,6 +123,7 @@ def evaluate(
         why = "stopped before its first validation" if config.eval_every else "was trained without validation"
         raise MetakitError(f"no checkpoint {path}: the run {why}; pick 'last'")
     state = load_checkpoint(path)
+    directory.check_own_checkpoint(state, path)
     target = resolve_device(config.device if device is None else device)
     queries = queries or config.eval_queries
     sampler = build_sampler(config, split, queries, target)

@@ -7,14 +7,23 @@ import os
 from pathlib import Path
 from typing import Any
 
+from metakit.atomic_file import atomic_path
 from metakit.engine.run_dir import RunDirectory
 from metakit.errors import MetakitError
 
+FORMATS = ("png", "svg", "pdf")
+
 
 def plot(run: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
-    """Write the curves of ``run`` to ``output`` (default ``<run>/curves.png``); returns its path."""
+    """Write the curves of ``run`` to ``output`` (default ``<run>/curves.png``; PNG, SVG or PDF
+    by its suffix, PNG without one), replacing a file there only once the new one is whole;
+    returns its path."""
     pyplot = _pyplot()
     directory = RunDirectory(run)
+    path = Path(output) if output is not None else directory.plot_file
+    kind = path.suffix[1:].lower() or "png"
+    if kind not in FORMATS:
+        raise MetakitError(f"cannot write {path} (no format '{kind}'); name a .png, .svg or .pdf file")
     directory.record()
     lines = directory.metrics()
     if not lines:
@@ -46,12 +55,10 @@ def plot(run: str | os.PathLike, output: str | os.PathLike | None = None) -> Pat
         f"({directory.path.name})"
     )
     figure.tight_layout()
-    path = Path(output) if output is not None else directory.plot_file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110, format=None if path.suffix else "png")
-    except ValueError as error:  # a suffix matplotlib has no format for
-        raise MetakitError(f"cannot write {path} ({error}); name a .png, .svg or .pdf file") from error
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=110, format=kind)
     except OSError as error:
         raise MetakitError(
             f"cannot write {path} ({error.strerror or error}); choose a writable path"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from metakit.atomic_file import atomic_write
+from metakit.atomic_file import atomic_write, write_failure
 from metakit.engine.config import TrainConfig
 from metakit.errors import MetakitError
 
@@ -60,6 +60,11 @@ class RunDirectory:
         if self.path.exists() and not self.path.is_dir():
             raise MetakitError(f"run dir {self.path} is a file; choose another --run-dir")
         if self.path.is_dir() and any(self.path.iterdir()):
+            if self.config_file.exists() and not self.checkpoint("last").exists():
+                raise MetakitError(
+                    f"run dir {self.path} holds a run that stopped before its first checkpoint; "
+                    "delete the folder or choose another --run-dir"
+                )
             if self.config_file.exists():
                 raise MetakitError(
                     f"run dir {self.path} already holds a run; pass --resume to continue it "
@@ -81,7 +86,7 @@ class RunDirectory:
         try:
             record = json.loads(self.config_file.read_text())
             TrainConfig.from_dict(record["config"])
-        except (OSError, ValueError, KeyError, TypeError) as error:  # ValueError: bad JSON or UTF-8
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:  # bad JSON or UTF-8
             raise MetakitError(f"{self.config_file} is corrupt ({error}); the run cannot be used") from error
         except MetakitError as error:
             raise MetakitError(f"{self.config_file}: {error}") from error
@@ -92,25 +97,42 @@ class RunDirectory:
 
     def check_same_run(self, config: TrainConfig, data: dict[str, Any]) -> None:
         """Refuse to continue this run with a config or data that describe another run."""
-        record = self.record()
-        saved, given = _flat(record["config"]), _flat(config.to_dict())
-        for name in sorted(set(saved) | set(given)):
-            resumable = name in RESUMABLE_CHANGES or name.split(".")[0] in RESUMABLE_CHANGES
-            if not resumable and saved.get(name) != given.get(name):
-                raise MetakitError(
-                    f"run dir {self.path} holds a different run ({name} is {json.dumps(saved.get(name))} "
-                    f"there, {json.dumps(given.get(name))} here); choose another --run-dir"
-                )
-        saved_data = record.get("data", {})
+        self.check_same_config(config)
+        saved_data = self.record().get("data", {})
         if any(saved_data.get(split, fingerprint) != fingerprint for split, fingerprint in data.items()):
             raise MetakitError(
                 f"run dir {self.path} was trained on other data than this sampler now reads "
                 "(see its config.json 'data'); point the sampler at the same data or start a new run"
             )
 
+    def check_same_config(self, config: TrainConfig, ignored: tuple[str, ...] = ()) -> None:
+        """Refuse to continue this run with a config that describes another run; the options
+        in ``ignored`` (e.g. ``hyperparameters``, before the algorithm fills in its defaults)
+        are not compared."""
+        difference = _first_difference(self.record()["config"], config.to_dict(), ignored)
+        if difference:
+            name, saved, given = difference
+            raise MetakitError(
+                f"run dir {self.path} holds a different run ({name} is {saved} there, {given} here); "
+                "choose another --run-dir"
+            )
+
+    def check_own_checkpoint(self, checkpoint: dict[str, Any], path: Path) -> None:
+        """Refuse a checkpoint that another run wrote (copied here by hand, say)."""
+        difference = _first_difference(self.record()["config"], checkpoint["config"])
+        if difference:
+            name, saved, given = difference
+            raise MetakitError(
+                f"checkpoint {path} belongs to another run ({name} is {saved} in {self.config_file.name}, "
+                f"{given} in the checkpoint); put this run's own checkpoint back"
+            )
+
     def append_metrics(self, line: dict[str, Any]) -> None:
-        with self.metrics_file.open("a") as file:
-            file.write(json.dumps(line) + "\n")
+        try:
+            with self.metrics_file.open("a") as file:
+                file.write(json.dumps(line) + "\n")
+        except OSError as error:
+            raise write_failure(self.metrics_file, error.strerror or str(error)) from error
 
     def metrics(self) -> list[dict[str, Any]]:
         """The logged lines. A last line that lacks its newline and does not parse was cut by a
@@ -134,7 +156,7 @@ class RunDirectory:
     def _metrics_line(self, line: str, number: int) -> dict[str, Any]:
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             entry = None
         if not isinstance(entry, dict) or not isinstance(entry.get("iteration"), int):
             raise MetakitError(
@@ -155,7 +177,7 @@ class RunDirectory:
             return []
         try:
             results = json.loads(self.results_file.read_text())
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise MetakitError(f"{self.results_file} is corrupt ({error}); move it away") from error
         if not isinstance(results, list) or not all(isinstance(result, dict) for result in results):
             raise MetakitError(f"{self.results_file} is not a list of results; move it away")
@@ -171,6 +193,20 @@ class RunDirectory:
     def _write_json(path: Path, value: Any) -> None:
         text = json.dumps(value, indent=2) + "\n"
         atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def _first_difference(
+    saved: dict[str, Any], given: dict[str, Any], ignored: tuple[str, ...] = ()
+) -> tuple[str, str, str] | None:
+    """``(option, saved value, given value)`` of the first option, in name order, that the two
+    configs set differently and that a resumed run may not change; values as JSON."""
+    saved, given = _flat(saved), _flat(given)
+    for name in sorted(set(saved) | set(given)):
+        if name in RESUMABLE_CHANGES or name.split(".")[0] in RESUMABLE_CHANGES + ignored:
+            continue
+        if saved.get(name) != given.get(name):
+            return name, json.dumps(saved.get(name)), json.dumps(given.get(name))
+    return None
 
 
 def _flat(values: dict[str, Any]) -> dict[str, Any]:

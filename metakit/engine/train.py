@@ -77,8 +77,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
             raise MetakitError("resuming needs the run's directory: pass --run-dir")
         config = dataclasses.replace(config, run_dir=str(default_run_dir(config)))
     directory = RunDirectory(config.run_dir)
-    if resume:
-        directory.record()
+    if resume:  # before any data is read or fetched; hyperparameters once the algorithm has filled them in
+        directory.check_same_config(config, ignored=("hyperparameters",))
         directory.results()  # a damaged results.json is refused before training, not after
     samplers = {"train": build_sampler(config, "train", config.queries, device)}
     if config.eval_every:
@@ -191,10 +191,11 @@ class _Trainer:
             self._clear_window()
         if validate:
             line |= self._validate(bar)
-        if line:
-            self.directory.append_metrics(line)
-        if i % config.checkpoint_every == 0 or last or stopping:
-            self._save("last")
+        with self._stopping_if_unwritable():
+            if line:
+                self.directory.append_metrics(line)
+            if i % config.checkpoint_every == 0 or last or stopping:
+                self._save("last")
 
     def _validate(self, bar: Progress) -> dict[str, Any]:
         """Score the fixed validation tasks; keep ``best.pt`` if they improved."""
@@ -213,7 +214,8 @@ class _Trainer:
         score = summary["mean"] if metric == "accuracy" else -summary["mean"]
         if self.best_score is None or score > self.best_score:
             self.best_score = score
-            self._save("best")
+            with self._stopping_if_unwritable():
+                self._save("best")
         return {
             f"validation_{metric}": summary["mean"],
             f"validation_{metric}_ci95": summary["ci95"],
@@ -244,6 +246,17 @@ class _Trainer:
             },
         )
 
+    @contextmanager
+    def _stopping_if_unwritable(self) -> Iterator[None]:
+        """A failed write stops training, saying how to continue once files can be written."""
+        try:
+            yield
+        except MetakitError as error:
+            raise MetakitError(
+                f"training stopped at iteration {self.iteration}: {error}; {self._kept()}; then continue "
+                f"with: metakit train --resume --run-dir {self.directory.path}"
+            ) from None
+
     def restore(self) -> None:
         """Continue from ``last.pt``, dropping the metrics logged after it."""
         path = self.directory.checkpoint("last")
@@ -253,6 +266,7 @@ class _Trainer:
                 "there is nothing to resume: start again with another --run-dir"
             )
         checkpoint = load_checkpoint(path)
+        self.directory.check_own_checkpoint(checkpoint, path)
         load_algorithm_state(self.algorithm, checkpoint["algorithm"], str(path))
         try:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
