@@ -23,7 +23,7 @@ from metakit.bench.cli import bench_app
 from metakit.data.task_grid import save_task_grid
 from metakit.engine import TrainConfig, evaluate, load_config, train
 from metakit.engine.components import build_sampler, factory_options, hyperparameter_class
-from metakit.engine.config import PAPER_SETTINGS, check_seed
+from metakit.engine.config import PAPER_SETTINGS, check_count, check_seed
 from metakit.engine.plot import plot
 from metakit.engine.run_dir import RunDirectory
 from metakit.errors import MetakitError
@@ -217,6 +217,8 @@ def show_tasks_command(
     """Save a PNG of a few sampled tasks: a column per label, support rows above query rows."""
     if tasks < 1:
         raise MetakitError(f"--tasks must be at least 1, got {tasks}")
+    check_count("tasks", tasks)
+    check_count("queries", queries)
     check_seed(seed)
     options = _given(
         convention=split,

@@ -123,3 +123,10 @@ def test_conv4_forward_tasks_equals_each_task_on_its_own(name):
 def test_conv4_without_filters_is_refused(hidden):
     with pytest.raises(metakit.MetakitError, match=f"conv4 needs hidden >= 1 filters, got {hidden}"):
         metakit.create_backbone("conv4", hidden=hidden)
+
+
+@pytest.mark.parametrize("hidden", [(0,), (40, -3)])
+def test_mlp_without_units_is_refused(hidden):
+    with pytest.raises(metakit.MetakitError) as error:
+        metakit.create_backbone("mlp", hidden=hidden)
+    assert str(error.value) == f"mlp needs hidden sizes >= 1, got {list(hidden)}"

@@ -282,15 +282,20 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
         ),
         (
             ["--memory-limit", "nan"],
-            "error: --memory-limit must be more than 0 GiB (leave it out: no limit), got nan",
+            "error: --memory-limit must be more than 0 and at most 2**30 GiB (leave it out: no limit), "
+            "got nan",
         ),
         (
             ["--seed", "9223372036854775808"],
             "error: the seed must be between -2**63 and 2**63 - 1, got 9223372036854775808",
         ),
-        (
-            ["--memory-limit", "-1"],
-            "error: --memory-limit must be more than 0 GiB (leave it out: no limit), got -1.0",
+        *(
+            (
+                ["--memory-limit", value],
+                "error: --memory-limit must be more than 0 and at most 2**30 GiB (leave it out: no limit), "
+                f"got {float(value)}",
+            )
+            for value in ("-1", "1e10")
         ),
         *(
             (

@@ -3,6 +3,7 @@ leave an existing run untouched."""
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 from metakit.cli import app
 
 SINUSOID = ["--sampler", "sinusoid", "--backbone", "mlp", "--shots", "5"]
+HUGE = "99999999999999999999"  # past 2**63: torch's sizes overflow
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -161,6 +163,19 @@ ERRORS = [
         "images_background.zip is missing: put images_background.zip and images_evaluation.zip",
     ),
     (["show-tasks", "--tasks", "0", "--output", "{tmp}/new/tasks.png"], "--tasks must be at least 1, got 0"),
+    (
+        ["show-tasks", "--tasks", HUGE, "--output", "{tmp}/new/tasks.png"],
+        f"option tasks must be at most 1,099,511,627,776, got {HUGE}",
+    ),
+    (
+        ["train", "maml", *SINUSOID, "--queries", HUGE, "--run-dir", "{tmp}/new"],
+        f"option queries must be at most 1,099,511,627,776, got {HUGE}",
+    ),
+    (["eval", "{run}", "--queries", HUGE], f"option queries must be at most 1,099,511,627,776, got {HUGE}"),
+    (
+        ["plot", "{run}", "--output", "{tmp}/new/curves.pgf"],
+        "cannot write {tmp}/new/curves.pgf (no format 'pgf'); name a .png, .svg or .pdf file",
+    ),
 ]
 
 
@@ -226,6 +241,31 @@ def test_plot_writes_the_named_file_in_the_format_of_its_suffix_png_without_one(
     assert (
         result.stderr.endswith("name a .png, .svg or .pdf file\n") and not (tmp_path / "curves.json").exists()
     )
+
+
+def test_a_plot_that_cannot_be_written_leaves_the_old_file(trained, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def disk_full(figure, path, **options):
+        Path(path).write_bytes(b"half a plot")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    (tmp_path / "curves.png").write_bytes(b"the old plot")
+    result = _invoke("plot", trained[0], "--output", tmp_path / "curves.png")
+    assert result.stderr == (
+        f"error: cannot write {tmp_path / 'curves.png'} (No space left on device); choose a writable path\n"
+    )
+    assert [path.name for path in tmp_path.iterdir()] == ["curves.png"]
+    assert (tmp_path / "curves.png").read_bytes() == b"the old plot"
+
+
+def test_a_config_file_nested_too_deep_is_a_one_line_error(tmp_path):
+    config = tmp_path / "deep.toml"
+    config.write_text("ways = " + "[" * 5000 + "]" * 5000 + "\n")
+    result = _invoke("train", "maml", "--config", config, "--run-dir", tmp_path / "run")
+    assert result.stderr.startswith(f"error: config file {config} is not valid TOML: maximum recursion depth")
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
 
 
 def test_plot_without_matplotlib_says_what_to_install(trained, monkeypatch):

@@ -7,6 +7,7 @@ import math
 from torch import Tensor, nn
 
 from metakit.backbones.backbone import Backbone
+from metakit.errors import MetakitError
 from metakit.registry import register_backbone
 
 
@@ -27,6 +28,8 @@ class MLP(Backbone):
         batch_norm: bool = False,
     ):
         super().__init__(input_shape, num_outputs)
+        if any(size < 1 for size in hidden):
+            raise MetakitError(f"mlp needs hidden sizes >= 1, got {list(hidden)}")
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for size in hidden:

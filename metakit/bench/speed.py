@@ -82,9 +82,10 @@ class SpeedSettings:
             raise MetakitError(
                 f"--timeout must be more than 0 seconds (leave it out: no limit), got {self.timeout_s}"
             )
-        if self.memory_limit_gb is not None and not 0 < self.memory_limit_gb < math.inf:
+        if self.memory_limit_gb is not None and not 0 < self.memory_limit_gb <= 2**30:
             raise MetakitError(
-                f"--memory-limit must be more than 0 GiB (leave it out: no limit), got {self.memory_limit_gb}"
+                "--memory-limit must be more than 0 and at most 2**30 GiB (leave it out: no limit), "
+                f"got {self.memory_limit_gb}"
             )
         check_seed(self.seed)
         if self.threads < 0 or self.gate_tasks < 0:
