@@ -154,10 +154,14 @@ def eval_command(
     queries: Annotated[int | None, typer.Option(help="per class (default: the run's eval_queries)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the task set")] = 0,
     device: Annotated[str | None, typer.Option(help="(default: the run's)")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="where the dataset is, if it moved since training (default: the run's)"),
+    ] = None,
 ) -> None:
     """Meta-test a trained run: mean accuracy ± 1.96·std/sqrt(tasks); adds it to results.json."""
     result = evaluate(
-        run_dir, tasks, split, protocol, inner_steps, checkpoint, queries, seed, device, progress=True
+        run_dir, tasks, split, protocol, inner_steps, checkpoint, queries, seed, device, True, data_dir
     )
     typer.echo(str(result))
 

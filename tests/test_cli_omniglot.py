@@ -133,3 +133,40 @@ def test_show_tasks_draws_the_requested_grid(omniglot_dir, omniglot_cache_dir, t
     assert "2 10-way 1-shot tasks (test part)" in wide.stdout
     width, height = Image.open(output).size
     assert width > 1.8 * narrow[0] and height > 2 * narrow[1]
+
+
+def test_eval_reads_data_that_moved_from_where_it_is_told(
+    omniglot_dir, omniglot_cache_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("METAKIT_CACHE_DIR", str(omniglot_cache_dir))
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    first.mkdir()
+    for name in ("images_background.zip", "images_evaluation.zip"):
+        (first / name).symlink_to(omniglot_dir / name)
+    run = tmp_path / "run"
+    options = [
+        "--iterations",
+        "1",
+        "--eval-every",
+        "0",
+        "--test-tasks",
+        "0",
+        "--meta-batch",
+        "2",
+        "--no-download",
+    ]
+    trained = CliRunner().invoke(
+        app, ["train", "fomaml", *options, "--data-dir", str(first), "--run-dir", str(run)]
+    )
+    assert trained.exit_code == 0, trained.stderr
+    first.rename(moved)
+    lost = CliRunner().invoke(app, ["eval", str(run), "--checkpoint", "last", "--tasks", "2"])
+    assert lost.exit_code == 1 and lost.stderr.startswith("error: images_background.zip is missing")
+    found = CliRunner().invoke(
+        app, ["eval", str(run), "--checkpoint", "last", "--tasks", "2", "--data-dir", str(moved)]
+    )
+    assert found.exit_code == 0, found.stderr
+    assert found.stdout.startswith("test accuracy ") and "over 2 tasks" in found.stdout
+    assert json.loads((run / "config.json").read_text())["config"]["sampler_options"]["data_dir"] == str(
+        first
+    )

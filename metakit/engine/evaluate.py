@@ -98,12 +98,14 @@ def evaluate(
     seed: int = 0,
     device: str | None = None,
     progress: bool = False,
+    data_dir: str | os.PathLike | None = None,
 ) -> EvalResult:
     """Evaluate a trained run (a ``Run`` or its directory) and add the result to its
     ``results.json``. ``inner_steps`` overrides the algorithm's ``eval_inner_steps``;
     ``queries`` (per class) defaults to the run's ``eval_queries``; ``device`` to its device.
     The tasks are the same for the same ``seed``, whatever the run. ``progress`` shows the
-    tasks done, with an ETA, on stderr."""
+    tasks done, with an ETA, on stderr. ``data_dir`` is where the sampler's data is now, if it
+    moved since training (the result records the data's fingerprint)."""
     if split not in SPLITS:
         raise MetakitError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
     if protocol not in PROTOCOLS:
@@ -117,6 +119,9 @@ def evaluate(
         check_count(name, count)
     directory = RunDirectory(run)
     config = directory.config()
+    if data_dir is not None:
+        moved = {"data_dir": str(Path(data_dir).expanduser().resolve())}
+        config = dataclasses.replace(config, sampler_options=config.sampler_options | moved)
     directory.results()  # a damaged results.json is refused before the tasks are run
     path = directory.checkpoint(checkpoint)
     if checkpoint == "best" and not path.is_file() and directory.checkpoint("last").is_file():
