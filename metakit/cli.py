@@ -23,7 +23,7 @@ from metakit.bench.cli import bench_app
 from metakit.data.task_grid import save_task_grid
 from metakit.engine import TrainConfig, evaluate, load_config, train
 from metakit.engine.components import build_sampler, factory_options, hyperparameter_class
-from metakit.engine.config import PAPER_SETTINGS, check_count, check_seed
+from metakit.engine.config import MAX_COUNT, PAPER_SETTINGS, check_seed
 from metakit.engine.plot import plot
 from metakit.engine.run_dir import RunDirectory
 from metakit.errors import MetakitError
@@ -161,8 +161,9 @@ def eval_command(
 ) -> None:
     """Meta-test a trained run: mean accuracy ± 1.96·std/sqrt(tasks); adds it to results.json."""
     result = evaluate(
-        run_dir, tasks, split, protocol, inner_steps, checkpoint, queries, seed, device, True, data_dir
-    )
+        run_dir, tasks, split, protocol, inner_steps, checkpoint, queries, seed, device,
+        progress=True, data_dir=data_dir,
+    )  # fmt: skip
     typer.echo(str(result))
 
 
@@ -219,10 +220,9 @@ def show_tasks_command(
     ] = None,
 ) -> None:
     """Save a PNG of a few sampled tasks: a column per label, support rows above query rows."""
-    if tasks < 1:
-        raise MetakitError(f"--tasks must be at least 1, got {tasks}")
-    check_count("tasks", tasks)
-    check_count("queries", queries)
+    for option, count in (("--tasks", tasks), ("--queries", queries)):
+        if not 1 <= count <= MAX_COUNT:
+            raise MetakitError(f"{option} must be between 1 and {MAX_COUNT:,}, got {count}")
     check_seed(seed)
     options = _given(
         convention=split,

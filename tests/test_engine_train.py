@@ -281,7 +281,10 @@ def test_damaged_run_files_are_refused_before_anything_is_run_or_written(tmp_pat
 
 
 def test_a_checkpoint_of_another_run_is_refused_and_nothing_is_lost(tmp_path):
-    metakit.train(_config(tmp_path, "a", iterations=4, eval_every=0), progress=False)
+    metakit.train(_config(tmp_path, "a", iterations=2, eval_every=0), progress=False)
+    changes = {"iterations": 4, "minutes": 60.0, "device": "cpu"}  # what a resumed run may change
+    metakit.train(_config(tmp_path, "a", eval_every=0, **changes), resume=True, progress=False)
+    metakit.evaluate(tmp_path / "a", tasks=2, checkpoint="last")  # its own checkpoint passes
     metakit.train(_config(tmp_path, "b", iterations=2, eval_every=0, seed=1), progress=False)
     run = tmp_path / "a"
     (run / "last.pt").write_bytes((tmp_path / "b" / "last.pt").read_bytes())  # copied over by hand
@@ -297,6 +300,29 @@ def test_a_checkpoint_of_another_run_is_refused_and_nothing_is_lost(tmp_path):
         metakit.evaluate(run, tasks=2, checkpoint="last")
     assert str(error.value) == message
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_a_failed_first_checkpoint_says_to_start_again_and_other_errors_stay_errors(tmp_path, monkeypatch):
+    def fail(message):
+        def save(value, file):
+            raise RuntimeError(message)
+
+        return save
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(
+        torch, "save", fail("PytorchStreamWriter failed writing file data/0: file write failed")
+    )
+    with pytest.raises(MetakitError) as error:
+        metakit.train(_config(tmp_path, eval_every=0), progress=False)
+    assert str(error.value) == (
+        f"training stopped at iteration 2: cannot write {run / 'last.pt'} (PytorchStreamWriter failed "
+        "writing file data/0: file write failed); free some space or fix the folder's permissions; "
+        f"no checkpoint was written yet; then delete {run} and start again"
+    )
+    monkeypatch.setattr(torch, "save", fail("a bug, not a full disk"))
+    with pytest.raises(RuntimeError, match="^a bug, not a full disk$"):
+        metakit.train(_config(tmp_path, "other", eval_every=0), progress=False)
 
 
 def test_resuming_with_another_sampler_is_refused_before_its_data_is_read(tmp_path):

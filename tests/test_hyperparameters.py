@@ -1,6 +1,8 @@
 """Hyperparameter dataclasses round-trip through JSON and reject bad values."""
 
+import enum
 import os
+from pathlib import Path
 from typing import Literal, Protocol
 
 import pytest
@@ -31,6 +33,10 @@ def test_bad_values_are_one_line_errors(values, message):
         MAMLHyperparameters.from_dict(values)
 
 
+class _Mode(str, enum.Enum):
+    A = "a"
+
+
 class _Sized(Protocol):
     def __len__(self) -> int: ...
 
@@ -43,6 +49,10 @@ class _Sized(Protocol):
         ([], tuple[int, ...], ()),
         ("b", Literal["a", "b"], "b"),
         ("data", str | os.PathLike | None, "data"),
+        ("data", Path, "data"),  # a path option takes a string
+        ([8, "a"], tuple, (8, "a")),
+        ([1, None], tuple[int | None, ...], (1, None)),
+        ("a", _Mode, "a"),  # JSON holds no Enum: not checked
         (3, _Sized, 3),  # isinstance cannot test a Protocol that is not runtime-checkable: not checked
     ],
 )
@@ -57,6 +67,8 @@ def test_option_values_that_fit_their_annotation(value, hint, expected):
         (["1"], tuple[int, ...], "option o must be a list, got ['1']"),
         ("c", Literal["a", "b"], "option o must be one of 'a', 'b', got 'c'"),
         (5, str | os.PathLike | None, "option o must be str or PathLike or null, got 5"),
+        ([1, "x"], tuple[int | None, ...], "option o must be a list, got [1, 'x']"),
+        (None, int, "option o must be int, got None"),
     ],
 )
 def test_option_values_that_do_not_fit_are_one_line_errors(value, hint, message):

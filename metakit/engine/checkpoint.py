@@ -43,7 +43,9 @@ def restore_rng(state: dict[str, Any], tasks: torch.Generator) -> None:
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     try:
         atomic_write(path, lambda file: torch.save({"format": FORMAT, **checkpoint}, file))
-    except RuntimeError as error:  # how torch's zip writer reports a failed write
+    except RuntimeError as error:
+        if "PytorchStreamWriter" not in str(error):  # how torch's zip writer reports a failed write
+            raise
         raise write_failure(path, str(error).strip().splitlines()[-1]) from error
 
 

@@ -133,14 +133,16 @@ def _check_options(registry: Registry, name: str, given: dict[str, Any], engine_
 
 def _check_values(registry: Registry, name: str, given: dict[str, Any]) -> None:
     """Each given option's value against the type its factory declares, where it declares
-    one that this module can resolve (a plugin's may not be)."""
+    one that this module can resolve (a plugin's may not be). A factory's own default, as
+    ``resolve`` writes it out, always passes."""
     factory = registry.get(name)
     try:
         hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
     except (NameError, TypeError):
         return
+    defaults = _defaults(registry, name, ())
     for option, value in given.items():
-        if option in hints:
+        if option in hints and not (option in defaults and value == defaults[option]):
             try:
                 json_value(option, value, hints[option])
             except MetakitError as error:

@@ -81,7 +81,7 @@ class TrainConfig:
         for name in ("eval_every", "eval_tasks", "test_tasks"):
             if getattr(self, name) < 0:
                 raise MetakitError(f"option {name} must be 0 or more, got {getattr(self, name)}")
-        for name in positive + ["queries", "meta_batch", "eval_every", "eval_tasks", "test_tasks"]:
+        for name in ("ways", "shots", "queries", "meta_batch", "eval_queries"):  # tensor sizes
             check_count(name, getattr(self, name))
         if not self.minutes >= 0:  # nan too; inf is no limit
             raise MetakitError(f"option minutes must be 0 (no limit) or more, got {self.minutes}")
@@ -145,7 +145,7 @@ class TrainConfig:
 
 
 def check_count(name: str, value: int | None) -> None:
-    """A count small enough for torch's sizes (numbers past 2**63 overflow them)."""
+    """A count that sets a tensor's size, small enough for torch (2**63 overflows it)."""
     if value is not None and value > MAX_COUNT:
         raise MetakitError(f"option {name} must be at most {MAX_COUNT:,}, got {value}")
 

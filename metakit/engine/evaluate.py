@@ -34,6 +34,7 @@ from metakit.engine.checkpoint import load_checkpoint
 from metakit.engine.components import (
     build_algorithm,
     build_sampler,
+    factory_options,
     load_algorithm_state,
     resolve_device,
 )
@@ -41,6 +42,7 @@ from metakit.engine.config import check_count, check_seed
 from metakit.engine.progress import Progress
 from metakit.engine.run_dir import RunDirectory
 from metakit.errors import MetakitError
+from metakit.registry import samplers
 
 PROTOCOLS = ("transductive", "non-transductive")
 SPLITS = ("train", "validation", "test")
@@ -115,11 +117,13 @@ def evaluate(
     check_seed(seed)
     if queries is not None and queries < 1:
         raise MetakitError(f"evaluation needs at least 1 query example per class, got {queries}")
-    for name, count in (("tasks", tasks), ("queries", queries), ("inner_steps", inner_steps)):
-        check_count(name, count)
+    check_count("queries", queries)
     directory = RunDirectory(run)
     config = directory.config()
     if data_dir is not None:
+        takes = factory_options(samplers.get(config.sampler))
+        if takes is not None and "data_dir" not in takes:
+            raise MetakitError(f"sampler '{config.sampler}' reads no data_dir; drop --data-dir")
         moved = {"data_dir": str(Path(data_dir).expanduser().resolve())}
         config = dataclasses.replace(config, sampler_options=config.sampler_options | moved)
     directory.results()  # a damaged results.json is refused before the tasks are run

@@ -11,19 +11,23 @@ from metakit.atomic_file import atomic_path
 from metakit.engine.run_dir import RunDirectory
 from metakit.errors import MetakitError
 
-FORMATS = ("png", "svg", "pdf")
+NEEDS_LATEX = "pgf"
 
 
 def plot(run: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
-    """Write the curves of ``run`` to ``output`` (default ``<run>/curves.png``; PNG, SVG or PDF
-    by its suffix, PNG without one), replacing a file there only once the new one is whole;
+    """Write the curves of ``run`` to ``output`` (default ``<run>/curves.png``; in the format its
+    suffix names, PNG without one), replacing a file there only once the new one is whole;
     returns its path."""
     pyplot = _pyplot()
     directory = RunDirectory(run)
     path = Path(output) if output is not None else directory.plot_file
     kind = path.suffix[1:].lower() or "png"
-    if kind not in FORMATS:
-        raise MetakitError(f"cannot write {path} (no format '{kind}'); name a .png, .svg or .pdf file")
+    formats = sorted(set(pyplot.FigureCanvasBase.get_supported_filetypes()) - {NEEDS_LATEX})
+    if kind not in formats:
+        raise MetakitError(
+            f"cannot write {path} (no format '{kind}'); name a .png, .svg or .pdf file "
+            f"(or one of {', '.join(formats)})"
+        )
     directory.record()
     lines = directory.metrics()
     if not lines:

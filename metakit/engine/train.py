@@ -252,9 +252,12 @@ class _Trainer:
         try:
             yield
         except MetakitError as error:
+            if self.directory.checkpoint("last").exists():
+                then = f"then continue with: metakit train --resume --run-dir {self.directory.path}"
+            else:
+                then = f"then delete {self.directory.path} and start again"
             raise MetakitError(
-                f"training stopped at iteration {self.iteration}: {error}; {self._kept()}; then continue "
-                f"with: metakit train --resume --run-dir {self.directory.path}"
+                f"training stopped at iteration {self.iteration}: {error}; {self._kept()}; {then}"
             ) from None
 
     def restore(self) -> None:
