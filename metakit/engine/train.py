@@ -191,11 +191,11 @@ class _Trainer:
             self._clear_window()
         if validate:
             line |= self._validate(bar)
-        with self._stopping_if_unwritable():
-            if line:
+        if line:
+            with self._stopping_if_unwritable():
                 self.directory.append_metrics(line)
-            if i % config.checkpoint_every == 0 or last or stopping:
-                self._save("last")
+        if i % config.checkpoint_every == 0 or last or stopping:
+            self._save("last")
 
     def _validate(self, bar: Progress) -> dict[str, Any]:
         """Score the fixed validation tasks; keep ``best.pt`` if they improved."""
@@ -214,8 +214,7 @@ class _Trainer:
         score = summary["mean"] if metric == "accuracy" else -summary["mean"]
         if self.best_score is None or score > self.best_score:
             self.best_score = score
-            with self._stopping_if_unwritable():
-                self._save("best")
+            self._save("best")
         return {
             f"validation_{metric}": summary["mean"],
             f"validation_{metric}_ci95": summary["ci95"],
@@ -233,18 +232,17 @@ class _Trainer:
         self._count, self._seconds = 0, 0.0
 
     def _save(self, which: str) -> None:
-        save_checkpoint(
-            self.directory.checkpoint(which),
-            {
-                "iteration": self.iteration,
-                "wall_time": self.wall_time,
-                "best_score": self.best_score,
-                "algorithm": self.algorithm.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "rng": capture_rng(self.tasks),
-                "config": self.config.to_dict(),
-            },
-        )
+        state = {
+            "iteration": self.iteration,
+            "wall_time": self.wall_time,
+            "best_score": self.best_score,
+            "algorithm": self.algorithm.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": capture_rng(self.tasks),
+            "config": self.config.to_dict(),
+        }
+        with self._stopping_if_unwritable():
+            save_checkpoint(self.directory.checkpoint(which), state)
 
     @contextmanager
     def _stopping_if_unwritable(self) -> Iterator[None]:
