@@ -78,7 +78,8 @@ def train_command(
     task_mapping: Annotated[
         str | None,
         typer.Option(
-            help="how a batch's tasks run: auto, loop (least memory), threads or vmap (default: auto)"
+            help="how a batch's tasks run: auto, loop (least memory), threads, processes or vmap "
+            "(default: auto)"
         ),
     ] = None,
     split: Annotated[

@@ -1,4 +1,5 @@
-"""Map a per-task meta-objective over the tasks of a batch: a loop, threads, or ``torch.func.vmap``.
+"""Map a per-task meta-objective over the tasks of a batch: a loop, threads, processes or
+``torch.func.vmap``.
 
 Each task's meta-gradient is taken *inside* the mapping
 (``vmap(grad(task_objective))`` or ``grad(task_objective)`` per task), then
@@ -22,6 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from metakit import worker_processes
 from metakit.errors import MetakitError
 from metakit.task_batch import TaskBatch
 
@@ -31,7 +33,7 @@ TaskObjective = Callable[..., tuple[Tensor, Metrics]]
 task (no task dimension), differentiable w.r.t. ``params`` with ``torch.func``; or,
 called with ``tasks_per_call > 1``, for several tasks at once (a leading task
 dimension on the tensors, the loss and every metric)."""
-MAPPINGS = ("auto", "loop", "threads", "vmap")
+MAPPINGS = ("auto", "loop", "threads", "processes", "vmap")
 
 
 def check_mapping(mapping: str) -> None:
@@ -39,7 +41,7 @@ def check_mapping(mapping: str) -> None:
         raise MetakitError(f"unknown task_mapping '{mapping}'; use one of {', '.join(MAPPINGS)}")
 
 
-def resolve_mapping(mapping: str, batch: TaskBatch) -> Literal["loop", "threads", "vmap"]:
+def resolve_mapping(mapping: str, batch: TaskBatch) -> Literal["loop", "threads", "processes", "vmap"]:
     """``auto`` is vmap on accelerators (no per-task launch overhead) and for vector
     inputs on the CPU (small models, where per-task overhead dominates: vmap was 12x
     faster for the sinusoid MLP). For images on the CPU, where vmap was measured 2-3x
@@ -73,8 +75,9 @@ def mapped_meta_loss(
     of its own per worker thread (``functional_call`` swaps a module's
     parameters while it runs, so two threads must not share a module); a
     replica must take every tensor it differentiates from ``params``, never
-    from its own (copied) state. Without ``replicate`` it runs as ``loop``. The loop and
-    threads mappings call ``objective`` on consecutive groups of at most
+    from its own (copied) state. Without ``replicate`` it runs as ``loop``. The
+    ``processes`` mapping pickles ``objective`` to its worker processes instead. The loop,
+    threads and processes mappings call ``objective`` on consecutive groups of at most
     ``tasks_per_call`` tasks when it is above 1 (the vmap mapping ignores it). The vmap
     mapping maps ``objective`` over all tasks at once, or over consecutive chunks of
     ``vmap_chunk_size`` tasks (``torch.func.vmap``'s ``chunk_size``): the same gradient,
@@ -85,6 +88,8 @@ def mapped_meta_loss(
         grads, loss, metrics = _vmapped(objective, params, batch, vmap_chunk_size)
     elif resolved == "threads" and replicate is not None:
         grads, loss, metrics = _threaded(objective, replicate, params, batch, tasks_per_call)
+    elif resolved == "processes":
+        grads, loss, metrics = _in_processes(objective, params, batch, tasks_per_call)
     else:
         grads, loss, metrics = _looped(objective, params, batch, tasks_per_call)
     return _WithGradient.apply(loss, [grads[name] for name in params], *params.values()), metrics
@@ -159,6 +164,35 @@ def _threaded(
     if failures:
         raise failures[0]
     return _mean(leaves[0], parts, batch.num_tasks)
+
+
+def _in_processes(
+    objective: TaskObjective, params: Mapping[str, Tensor], batch: TaskBatch, tasks_per_call: int
+):
+    """The threads mapping's split with worker processes (``metakit.worker_processes``) in
+    place of its extra threads: each has an interpreter of its own, so no two workers
+    take turns on one GIL between small operators. The same calls, sums and order as
+    ``threads``, so the same result; it costs a second torch in memory per worker and a
+    pickled copy of the objective and the batch per worker and meta-iteration."""
+    if batch.support_x.device.type != "cpu":
+        raise MetakitError("task_mapping=processes runs on the CPU; use vmap (or auto) on an accelerator")
+    torch_threads = torch.get_num_threads()
+    workers = min(torch_threads, batch.num_tasks)
+    calls = task_groups(batch.num_tasks, tasks_per_call, workers)
+    leaves = _leaves(params)
+    if workers == 1:
+        return _mean(leaves, [_accumulate(objective, leaves, batch, calls)], batch.num_tasks)
+    helpers = worker_processes.pool(workers - 1)
+    helpers.run([(_accumulate, (objective, leaves, batch, calls[w::workers])) for w in range(1, workers)])
+    torch.set_num_threads(1)
+    try:
+        mine = _accumulate(objective, leaves, batch, calls[0::workers])
+    except BaseException:
+        helpers.close()
+        raise
+    finally:
+        torch.set_num_threads(torch_threads)
+    return _mean(leaves, [mine, *helpers.results()], batch.num_tasks)
 
 
 def task_groups(tasks: int, per_call: int, workers: int) -> list[int] | list[slice]:

@@ -116,7 +116,7 @@ ERRORS = [
     (["train", "maml", *SINUSOID, "--ways", "0"], "option ways must be at least 1, got 0"),
     (
         ["train", "maml", *SINUSOID, "--task-mapping", "threadz"],
-        "unknown task_mapping 'threadz'; use one of auto, loop, threads, vmap",
+        "unknown task_mapping 'threadz'; use one of auto, loop, threads, processes, vmap",
     ),
     (["train", "maml", *SINUSOID, "--precision", "fp16"], "unknown precision 'fp16'; use one of fp32, bf16"),
     (["train", "--config", "{tmp}/missing.toml"], "cannot read config file {tmp}/missing.toml: No such file"),

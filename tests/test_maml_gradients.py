@@ -85,17 +85,19 @@ def _assert_close(found, expected, rtol=1e-10):
 MAPPINGS = [
     (setup, mapping)
     for setup in ("conv4", "mlp", "mlp-bn")
-    for mapping in ("loop", "threads", "vmap", "vmap-grouped")
-    + (("loop-grouped", "threads-grouped") if setup == "conv4" else ())
+    for mapping in ("loop", "threads", "processes", "vmap", "vmap-grouped")
+    + (("loop-grouped", "threads-grouped", "processes-grouped") if setup == "conv4" else ())
 ]
 
 
 @pytest.mark.parametrize(("setup", "mapping"), MAPPINGS)
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_meta_gradient_equals_plain_autograd_reference(setup, steps, first_order, mapping):
+def test_meta_gradient_equals_plain_autograd_reference(setup, steps, first_order, mapping, torch_threads):
     """``-grouped``: tasks in groups of 2 through conv4's task-batched forward, or vmapped
-    in chunks of 2 on any backbone (3 tasks: a group of 2 and one alone)."""
+    in chunks of 2 on any backbone (3 tasks: a group of 2 and one alone). Two torch
+    threads, so that threads and processes run tasks in two workers on any machine."""
+    torch_threads(2)
     mapping, grouped, _ = mapping.partition("-grouped")
     per_forward = 2 if grouped else 1
     algorithm, batch = _build(

@@ -1,13 +1,17 @@
-"""The task mappings' bookkeeping: which threads run which tasks, failures, and the choice of ``auto``."""
+"""The task mappings' bookkeeping: which threads or processes run which tasks, failures, and the
+choice of ``auto``."""
 
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import torch
 
-from metakit import TaskBatch
+from metakit import MetakitError, TaskBatch, worker_processes
 from metakit.task_mapping import mapped_meta_loss, resolve_mapping, task_groups
 
 
@@ -118,18 +122,18 @@ def test_task_groups_cover_every_task_once_in_balanced_groups(tasks, per_call, w
     assert task_groups(tasks, 1, workers) == list(range(tasks))
 
 
+def _grouped(params, support_x, support_y, query_x, query_y):
+    """A grouped objective: one loss and one metric per task of its slice."""
+    tasks = support_x.flatten(1)[:, 0]
+    return params["w"].sum() * tasks**2, {"task": tasks}
+
+
 def test_grouped_calls_get_slices_and_their_per_task_results_are_averaged(three_torch_threads):
-    """A grouped objective returns one loss and one metric per task of its slice."""
     w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-
-    def objective(params, support_x, support_y, query_x, query_y):
-        tasks = support_x.flatten(1)[:, 0]
-        return params["w"].sum() * tasks**2, {"task": tasks}
-
-    for mapping in ("loop", "threads"):
+    for mapping in ("loop", "threads", "processes"):
         w.grad = None
         loss, metrics = mapped_meta_loss(
-            objective, {"w": w}, _batch(7), mapping, replicate=lambda: objective, tasks_per_call=3
+            _grouped, {"w": w}, _batch(7), mapping, replicate=lambda: _grouped, tasks_per_call=3
         )
         loss.backward()
         assert torch.allclose(w.grad, torch.full((2,), sum(t**2 for t in range(7)) / 7, dtype=torch.float64))
@@ -154,3 +158,86 @@ def test_vmap_in_chunks_calls_the_objective_once_per_chunk_with_the_same_result(
         assert len(calls) == expected_calls
         assert torch.allclose(w.grad, torch.full((2,), sum(t**2 for t in range(7)) / 7, dtype=torch.float64))
         assert metrics["task"].item() == pytest.approx(3.0)
+
+
+def _in_caller(params, support_x, support_y, query_x, query_y):
+    """``w * task^2``, with the metric ``in_caller``: 1 where the task ran in the process
+    whose id the batch's query labels carry."""
+    task = int(support_x.flatten()[0])
+    if task == int(support_y.flatten()[0]) > 0:
+        raise ValueError(f"task {task} failed")
+    in_caller = float(int(query_y.flatten()[0]) == os.getpid())
+    metrics = {"task": torch.tensor(float(task)), "in_caller": torch.tensor(in_caller)}
+    return params["w"].sum() * task**2, metrics
+
+
+def _labelled_batch(tasks: int, fail_on: int = 0) -> TaskBatch:
+    batch = _batch(tasks)
+    support_y = torch.full_like(batch.support_y, fail_on)
+    return TaskBatch(batch.support_x, support_y, batch.query_x, torch.full_like(batch.query_y, os.getpid()))
+
+
+def _processes(objective, batch: TaskBatch, tasks_per_call: int = 1):
+    w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    loss, metrics = mapped_meta_loss(objective, {"w": w}, batch, "processes", tasks_per_call=tasks_per_call)
+    loss.backward()
+    return w.grad, metrics
+
+
+def test_processes_split_tasks_like_threads_over_worker_processes(three_torch_threads):
+    """7 tasks over 3 workers: tasks 0, 3 and 6 in the caller, the others in two worker
+    processes; the gradient and metrics are the means over all tasks."""
+    grad, metrics = _processes(_in_caller, _labelled_batch(7))
+    assert torch.equal(grad, torch.full((2,), sum(t**2 for t in range(7)) / 7, dtype=torch.float64))
+    assert metrics["task"].item() == pytest.approx(3.0)
+    assert metrics["in_caller"].item() == pytest.approx(3 / 7)
+    assert len(worker_processes.pool(2).workers) == 2
+    assert torch.get_num_threads() == 3
+
+
+def test_a_failing_task_in_a_worker_process_raises_in_the_caller_and_the_next_batch_runs(
+    three_torch_threads,
+):
+    with pytest.raises(ValueError, match="task 4 failed"):
+        _processes(_in_caller, _labelled_batch(6, fail_on=4))
+    assert torch.get_num_threads() == 3
+    grad, _ = _processes(_in_caller, _labelled_batch(6))
+    assert torch.equal(grad, torch.full((2,), sum(t**2 for t in range(6)) / 6, dtype=torch.float64))
+
+
+def test_a_dead_worker_process_is_a_one_line_error_and_the_next_batch_starts_a_new_one(three_torch_threads):
+    _processes(_in_caller, _labelled_batch(4))
+    workers = worker_processes.pool(2).workers
+    os.kill(workers[0][0].pid, signal.SIGINT)  # ignored: the caller decides what an interrupt means
+    _processes(_in_caller, _labelled_batch(4))
+    for worker in (0, 1):  # killed while idle, then while it computes
+        if worker == 1:
+            worker_processes.pool(2).run([(time.sleep, (0,)), (time.sleep, (60,))])
+        worker_processes.pool(2).workers[worker][0].kill()
+        with pytest.raises(MetakitError, match=r"a task worker process exited \(code -9\)"):
+            _processes(_in_caller, _labelled_batch(4)) if worker == 0 else worker_processes.pool(2).results()
+        _, metrics = _processes(_in_caller, _labelled_batch(4))
+        assert metrics["in_caller"].item() == pytest.approx(2 / 4)
+
+
+def test_processes_refuse_an_objective_a_worker_cannot_load(three_torch_threads, tmp_path, monkeypatch):
+    def local(params, support_x, support_y, query_x, query_y):
+        return params["w"].sum(), {}
+
+    with pytest.raises(MetakitError, match="cannot send this objective to a worker process.*importable"):
+        _processes(local, _batch(4))
+    _processes(_in_caller, _labelled_batch(4))  # workers started with the sys.path of now
+    (tmp_path / "late_objective.py").write_text(
+        "def objective(params, support_x, support_y, query_x, query_y):\n    return params['w'].sum(), {}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from late_objective import objective
+
+    with pytest.raises(MetakitError, match="a worker process cannot load the objective.*importable module"):
+        _processes(objective, _batch(4))
+
+
+def test_processes_run_on_the_cpu_only(three_torch_threads):
+    batch = TaskBatch(*(t.to("meta") for t in _batch(4).tensors()))
+    with pytest.raises(MetakitError, match="runs on the CPU; use vmap"):
+        _processes(_in_caller, batch)

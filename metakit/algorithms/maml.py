@@ -26,11 +26,11 @@ from metakit.task_mapping import check_mapping, mapped_meta_loss, resolve_mappin
 class MAMLHyperparameters(Hyperparameters):
     """``inner_lr``/``inner_steps``: the inner SGD; ``eval_inner_steps``: steps when
     adapting at evaluation; ``first_order``: drop second derivatives (FOMAML);
-    ``task_mapping``: ``auto``, ``loop``, ``threads`` or ``vmap`` over the tasks of a batch;
-    ``tasks_per_forward``: tasks the loop and threads mappings run through the backbone
-    together (its ``forward_tasks``), 0 = as many as make up about ``EXAMPLES_PER_FORWARD``
-    support and query examples; under vmap, tasks per vmapped chunk, 0 = all tasks at once
-    (fewer: less memory, one chunk's graphs alive at a time)."""
+    ``task_mapping``: ``auto``, ``loop``, ``threads``, ``processes`` or ``vmap`` over the tasks
+    of a batch; ``tasks_per_forward``: tasks the loop, threads and processes mappings run
+    through the backbone together (its ``forward_tasks``), 0 = as many as make up about
+    ``EXAMPLES_PER_FORWARD`` support and query examples; under vmap, tasks per vmapped
+    chunk, 0 = all tasks at once (fewer: less memory, one chunk's graphs alive at a time)."""
 
     inner_lr: float = 0.4
     inner_steps: int = 1
