@@ -48,7 +48,10 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
         "separates the network's share of a difference from the algorithm's. `metakit-bf16` is "
         "metakit's `auto` mapping with the meta-loss under bfloat16 autocast (`--precision bf16` of "
         "`metakit train`); the float64 gate does not see the autocast, so it checks the algorithm only, "
-        "and `metakit bench omniglot --precision bf16` measures what the precision costs in accuracy.",
+        "and `metakit bench omniglot --precision bf16` measures what the precision costs in accuracy. "
+        "`metakit-processes` splits the tasks as the threads mapping does, over worker processes instead "
+        "of threads (`task_mapping=processes`); its peak RSS is the sum of its processes' peaks, which "
+        "counts the libraries they share once per process.",
         "",
     ]
     for config in settings.configs:
@@ -145,6 +148,12 @@ def _summary(rows: list[RowResult], baseline: RowResult | None) -> list[str]:
             f"metakit in {ROWS[row.row].precision} autocast ({row.row}) {row.median_ms:.1f} ms: "
             f"peer / metakit time {fastest.median_ms / row.median_ms:.2f}; "
             f"peak RSS {row.peak_rss_bytes / MB:.0f} MB."
+        )
+    for row in (r for r in timed if r.row == "metakit-processes"):
+        lines.append(
+            f"metakit with worker processes ({row.row}) {row.median_ms:.1f} ms: "
+            f"peer / metakit time {fastest.median_ms / row.median_ms:.2f}; "
+            f"peak RSS {row.peak_rss_bytes / MB:.0f} MB (its processes' peaks summed)."
         )
     for row in (r for r in timed if ROWS[r.row].role == "diagnostic"):
         lines.append(

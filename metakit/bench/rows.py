@@ -81,6 +81,7 @@ ROWS = {
         metakit_row("metakit-loop", "loop", tasks_per_forward=1),
         metakit_row("metakit-threads", "threads"),
         metakit_row("metakit-threads-1", "threads", tasks_per_forward=1),
+        metakit_row("metakit-processes", "processes"),
         metakit_row("metakit-vmap", "vmap"),
         metakit_row("metakit-vmap-8", "vmap", tasks_per_forward=8),
         metakit_row("metakit-loop-1st", "loop", second_order=False, tasks_per_forward=1),

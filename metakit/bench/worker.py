@@ -7,7 +7,8 @@ writes one JSON result line to stdout. Jobs:
 - ``gate``: float64 meta-gradient error of a row against metakit's loop mapping
   of the same order.
 - ``time``: warm-up, then timed meta-iterations of a row in float32; peak RSS
-  (``ru_maxrss``) of this process and, on CUDA, ``torch.cuda.max_memory_allocated``.
+  (``ru_maxrss``) of this process plus its task worker processes' (``metakit-processes``)
+  and, on CUDA, ``torch.cuda.max_memory_allocated``.
 
 A meta-iteration is ``step(batch)`` from zeroed gradients to the meta-gradient
 in ``.grad``. Neither zeroing the gradients nor an optimizer step is timed: both
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 
+from metakit import worker_processes
 from metakit.bench import machine
 from metakit.bench.configs import SpeedConfig
 from metakit.bench.gate import gate_error
@@ -63,7 +65,8 @@ def _time_row(build, config: SpeedConfig, job: dict[str, Any]) -> dict[str, Any]
     for _ in range(job["warmup"]):
         once()
     times = [once() for _ in range(job["iterations"])]
-    result = {"times_ms": times, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result = {"times_ms": times, "peak_rss_bytes": own_peak + worker_processes.peak_rss_bytes()}
     if device.startswith("cuda"):
         result["peak_cuda_bytes"] = torch.cuda.max_memory_allocated(torch.device(device))
     return result
