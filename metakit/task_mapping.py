@@ -45,15 +45,17 @@ def resolve_mapping(mapping: str, batch: TaskBatch) -> Literal["loop", "threads"
     """``auto`` is vmap on accelerators (no per-task launch overhead) and for vector
     inputs on the CPU (small models, where per-task overhead dominates: vmap was 12x
     faster for the sinusoid MLP). For images on the CPU, where vmap was measured 2-3x
-    slower for conv4 and needed several times the memory, it is ``threads`` when torch
-    may use more than one thread, else ``loop``."""
+    slower for conv4 and needed several times the memory, it is ``processes`` when torch
+    may use more than one thread (``threads`` for an objective that cannot be pickled for
+    worker processes: see ``mapped_meta_loss``), else ``loop``. On a 2-core CPU processes
+    were 1.02-1.12x as fast as threads in the speed suite, for about 1.4x the peak RSS."""
     check_mapping(mapping)
     if mapping == "auto":
         on_cpu = batch.support_x.device.type == "cpu"
         images = batch.support_x.dim() > 3
         if not (on_cpu and images):
             return "vmap"
-        return "threads" if torch.get_num_threads() > 1 and batch.num_tasks > 1 else "loop"
+        return "processes" if torch.get_num_threads() > 1 and batch.num_tasks > 1 else "loop"
     return mapping  # type: ignore[return-value]
 
 
@@ -76,7 +78,9 @@ def mapped_meta_loss(
     parameters while it runs, so two threads must not share a module); a
     replica must take every tensor it differentiates from ``params``, never
     from its own (copied) state. Without ``replicate`` it runs as ``loop``. The
-    ``processes`` mapping pickles ``objective`` to its worker processes instead. The loop,
+    ``processes`` mapping pickles ``objective`` to its worker processes instead; where
+    ``auto`` picked it and the objective cannot be pickled for them (it comes from a
+    script's ``__main__``, or holds a lambda), ``auto`` runs ``threads``. The loop,
     threads and processes mappings call ``objective`` on consecutive groups of at most
     ``tasks_per_call`` tasks when it is above 1 (the vmap mapping ignores it). The vmap
     mapping maps ``objective`` over all tasks at once, or over consecutive chunks of
@@ -86,10 +90,15 @@ def mapped_meta_loss(
     resolved = resolve_mapping(mapping, batch)
     if resolved == "vmap":
         grads, loss, metrics = _vmapped(objective, params, batch, vmap_chunk_size)
-    elif resolved == "threads" and replicate is not None:
-        grads, loss, metrics = _threaded(objective, replicate, params, batch, tasks_per_call)
     elif resolved == "processes":
-        grads, loss, metrics = _in_processes(objective, params, batch, tasks_per_call)
+        try:
+            grads, loss, metrics = _in_processes(objective, params, batch, tasks_per_call)
+        except worker_processes.CannotSend:
+            if mapping != "auto":
+                raise
+            grads, loss, metrics = _threaded(objective, replicate, params, batch, tasks_per_call)
+    elif resolved == "threads":
+        grads, loss, metrics = _threaded(objective, replicate, params, batch, tasks_per_call)
     else:
         grads, loss, metrics = _looped(objective, params, batch, tasks_per_call)
     return _WithGradient.apply(loss, [grads[name] for name in params], *params.values()), metrics
@@ -116,7 +125,7 @@ def _looped(objective: TaskObjective, params: Mapping[str, Tensor], batch: TaskB
 
 def _threaded(
     objective: TaskObjective,
-    replicate: Callable[[], TaskObjective],
+    replicate: Callable[[], TaskObjective] | None,
     params: Mapping[str, Tensor],
     batch: TaskBatch,
     tasks_per_call: int,
@@ -131,7 +140,10 @@ def _threaded(
     Every thread differentiates its own leaf tensors (views of the same weights): with
     leaves shared between threads, torch 2.13 deadlocked after some hundred meta-iterations
     (one thread holding the GIL inside a Python autograd Function and waiting for a leaf's
-    autograd lock, the other holding that lock and waiting for the GIL)."""
+    autograd lock, the other holding that lock and waiting for the GIL). Without
+    ``replicate``, ``_looped``."""
+    if replicate is None:
+        return _looped(objective, params, batch, tasks_per_call)
     torch_threads = torch.get_num_threads()
     device = batch.support_x.device.type
     autocast = dict(  # entered once per thread: an autocast object keeps per-entry state
@@ -172,8 +184,10 @@ def _in_processes(
     """The threads mapping's split with worker processes (``metakit.worker_processes``) in
     place of its extra threads: each has an interpreter of its own, so no two workers
     take turns on one GIL between small operators. The same calls, sums and order as
-    ``threads``, so the same result; it costs a second torch in memory per worker and a
-    pickled copy of the objective and the batch per worker and meta-iteration."""
+    ``threads``, so the same result; it costs a second torch in memory per worker, and
+    per meta-iteration a pickled copy of the objective per worker and of the batch's
+    tasks (each worker gets its own). Raises ``CannotSend`` before any worker starts
+    where the objective cannot be pickled for them."""
     if batch.support_x.device.type != "cpu":
         raise MetakitError("task_mapping=processes runs on the CPU; use vmap (or auto) on an accelerator")
     torch_threads = torch.get_num_threads()
@@ -182,8 +196,10 @@ def _in_processes(
     leaves = _leaves(params)
     if workers == 1:
         return _mean(leaves, [_accumulate(objective, leaves, batch, calls)], batch.num_tasks)
+    shares = [_share(batch, calls[w::workers]) for w in range(1, workers)]
+    payloads = [worker_processes.payload(_accumulate, (objective, leaves, *share)) for share in shares]
     helpers = worker_processes.pool(workers - 1)
-    helpers.run([(_accumulate, (objective, leaves, batch, calls[w::workers])) for w in range(1, workers)])
+    helpers.run(payloads)
     torch.set_num_threads(1)
     try:
         mine = _accumulate(objective, leaves, batch, calls[0::workers])
@@ -193,6 +209,18 @@ def _in_processes(
     finally:
         torch.set_num_threads(torch_threads)
     return _mean(leaves, [mine, *helpers.results()], batch.num_tasks)
+
+
+def _share(batch: TaskBatch, calls: Sequence[int | slice]) -> tuple[TaskBatch, list[int | slice]]:
+    """The tasks of ``calls`` as a batch of their own, and ``calls`` renumbered into it."""
+    tasks = [range(batch.num_tasks)[call] if isinstance(call, slice) else [call] for call in calls]
+    index = torch.tensor([task for group in tasks for task in group], dtype=torch.long)
+    starts = [sum(len(group) for group in tasks[:i]) for i in range(len(tasks))]
+    renumbered = [
+        slice(start, start + len(group)) if isinstance(call, slice) else start
+        for call, group, start in zip(calls, tasks, starts)
+    ]
+    return TaskBatch(*(t[index] for t in batch.tensors())), renumbered
 
 
 def task_groups(tasks: int, per_call: int, workers: int) -> list[int] | list[slice]:

@@ -1,11 +1,12 @@
 """Python worker processes that run functions for the ``processes`` task mapping.
 
 A worker is a Python interpreter running ``serve()`` on two pipes: it reads a pickled
-``(function, args, autocast)``, runs ``function(*args)`` on one torch thread under that
-autocast state and writes back the pickled result (or the exception it raised) with the
-worker's peak RSS. Functions and their arguments cross by plain pickle (tensors by value):
-nothing is moved into shared memory behind the caller's back, and the objective's class
-must be importable by the worker, not defined in a script's ``__main__``.
+``(function, args, autocast)`` (``payload()``), runs ``function(*args)`` on one torch
+thread under that autocast state and writes back the pickled result (or the exception it
+raised) with the worker's peak RSS. Functions and their arguments cross by plain pickle
+(tensors by value): nothing is moved into shared memory behind the caller's back, and
+every class and function in a call must be importable by the worker, so none may come
+from a script's ``__main__`` (``payload()`` raises ``CannotSend`` before anything starts).
 
 Workers are started with ``subprocess`` rather than ``multiprocessing`` so that a user's
 script is never imported again in a worker; they ignore SIGINT (the caller decides what
@@ -16,6 +17,7 @@ even when it is killed.
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import pickle
 import resource
@@ -23,6 +25,7 @@ import signal
 import struct
 import subprocess
 import sys
+import types
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -33,8 +36,34 @@ from metakit.errors import MetakitError
 _HEADER = struct.Struct("<Q")
 
 
-def _send(stream: BinaryIO, payload: Any) -> None:
-    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+class CannotSend(MetakitError):
+    """A call that a worker process could not load: nothing was sent."""
+
+
+class _Pickler(pickle.Pickler):
+    """Refuses what pickle would send by a name that a worker cannot import."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
+            raise pickle.PicklingError(f"{obj.__qualname__} is defined in __main__")
+        return NotImplemented
+
+
+def payload(function: Callable[..., Any], args: tuple) -> bytes:
+    """``function(*args)`` pickled for a worker, with the caller's CPU autocast state."""
+    autocast = dict(dtype=torch.get_autocast_dtype("cpu"), enabled=torch.is_autocast_enabled("cpu"))
+    buffer = io.BytesIO()
+    try:
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump((function, args, autocast))
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise CannotSend(
+            f"task_mapping=processes cannot send this objective to a worker process ({error}); "
+            "define the algorithm in an importable module, or use task_mapping=threads"
+        ) from None
+    return buffer.getvalue()
+
+
+def _send(stream: BinaryIO, data: bytes) -> None:
     stream.write(_HEADER.pack(len(data)))
     stream.write(data)
     stream.flush()
@@ -52,8 +81,8 @@ def _receive(stream: BinaryIO) -> bytes:
 
 
 class WorkerPool:
-    """``count`` worker processes. ``run(calls)`` sends ``calls[i]`` (a ``(function,
-    args)`` pair) to worker ``i``; ``results()`` returns their results in that order,
+    """``count`` worker processes. ``run(payloads)`` sends ``payloads[i]`` (from
+    ``payload()``) to worker ``i``; ``results()`` returns their results in that order,
     raising the first worker's exception if any raised. After any failure, or an interrupt
     between the two, the pool is closed: its workers' state is unknown."""
 
@@ -81,20 +110,13 @@ class WorkerPool:
         os.close(worker_out)
         return process, open(to_worker, "wb"), open(from_worker, "rb")
 
-    def run(self, calls: list[tuple[Callable[..., Any], tuple]]) -> None:
-        autocast = dict(dtype=torch.get_autocast_dtype("cpu"), enabled=torch.is_autocast_enabled("cpu"))
+    def run(self, payloads: list[bytes]) -> None:
         try:
-            for (function, args), (process, to_worker, _) in zip(calls, self.workers):
+            for data, (process, to_worker, _) in zip(payloads, self.workers):
                 try:
-                    _send(to_worker, (function, args, autocast))
+                    _send(to_worker, data)
                 except BrokenPipeError:
                     raise _exited(process) from None
-        except (pickle.PicklingError, AttributeError, TypeError) as error:
-            self.close()
-            raise MetakitError(
-                f"task_mapping=processes cannot send this objective to a worker process ({error}); "
-                "define the algorithm in an importable module, or use task_mapping=threads"
-            ) from None
         except BaseException:
             self.close()
             raise
@@ -177,9 +199,10 @@ def serve() -> None:
             reply = (False, error)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         try:
-            _send(writer, (*reply, peak))
+            data = pickle.dumps((*reply, peak), protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, AttributeError, TypeError):
-            _send(writer, (False, RuntimeError(f"in a task worker process: {reply[1]!r}"), peak))
+            data = pickle.dumps((False, RuntimeError(f"in a task worker process: {reply[1]!r}"), peak))
+        _send(writer, data)
 
 
 def _load_call(data: bytes) -> tuple[Callable[..., Any], tuple, dict[str, Any]]:

@@ -217,7 +217,7 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
         100.0,
         [
             _result("metakit-loop", [14.0, 14.0, 14.0], 90 * mb),
-            _result("metakit-threads", [10.0, 12.0, 11.0], 100 * mb, gate=0.0),
+            _result("metakit-processes", [10.0, 12.0, 11.0], 100 * mb, gate=0.0),
             _result("metakit-vmap", [30.0, 30.0, 30.0], 400 * mb, gate=3e-15),
             _result("plain-loop", [20.0, 25.0, 22.0], 50 * mb, gate=1e-14),
             _result("plain-loop-metakit-conv4", [15.0, 15.0, 15.0], 40 * mb, gate=1e-14),
@@ -236,8 +236,8 @@ def test_table_writer_writes_what_it_is_given(tmp_path):
         "fp32 matmul (2048 x 2048): 100.0" in text
     )
     assert "| metakit-loop | 2nd | reference | 14.0 | 14.0-14.0 | 90 |" in text
-    assert "| metakit-threads | 2nd | 0.0e+00 | 11.0 | 10.0-12.0 | 100 |" in text
-    assert "metakit (metakit-threads) 11.0 ms vs fastest peer" in text
+    assert "| metakit-processes | 2nd | 0.0e+00 | 11.0 | 10.0-12.0 | 100 |" in text
+    assert "metakit (metakit-processes) 11.0 ms vs fastest peer" in text
     assert (
         f"| plain-loop | 2nd | 1.0e-14 | 22.0 | 20.0-25.0 | 50 | {gflops:.1f} ({gflops:.0f}%) | 2.00 | 0.50 |"
         in text

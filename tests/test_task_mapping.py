@@ -103,8 +103,8 @@ def test_a_failing_task_in_a_worker_thread_raises_in_the_caller(three_torch_thre
     assert torch.get_num_threads() == 3
 
 
-def test_auto_is_threads_for_images_on_a_multithreaded_cpu(three_torch_threads):
-    assert resolve_mapping("auto", _batch(4)) == "threads"
+def test_auto_is_processes_for_images_on_a_multithreaded_cpu(three_torch_threads):
+    assert resolve_mapping("auto", _batch(4)) == "processes"
     assert resolve_mapping("auto", _batch(1)) == "loop"
     assert resolve_mapping("auto", _batch(4, image=False)) == "vmap"
     torch.set_num_threads(1)
@@ -212,7 +212,7 @@ def test_a_dead_worker_process_is_a_one_line_error_and_the_next_batch_starts_a_n
     _processes(_in_caller, _labelled_batch(4))
     for worker in (0, 1):  # killed while idle, then while it computes
         if worker == 1:
-            worker_processes.pool(2).run([(time.sleep, (0,)), (time.sleep, (60,))])
+            worker_processes.pool(2).run([worker_processes.payload(time.sleep, (t,)) for t in (0, 60)])
         worker_processes.pool(2).workers[worker][0].kill()
         with pytest.raises(MetakitError, match=r"a task worker process exited \(code -9\)"):
             _processes(_in_caller, _labelled_batch(4)) if worker == 0 else worker_processes.pool(2).results()
@@ -235,6 +235,31 @@ def test_processes_refuse_an_objective_a_worker_cannot_load(three_torch_threads,
 
     with pytest.raises(MetakitError, match="a worker process cannot load the objective.*importable module"):
         _processes(objective, _batch(4))
+
+
+def test_auto_runs_threads_for_an_objective_that_processes_cannot_send(three_torch_threads):
+    """A closure cannot be pickled, and a function of a script's ``__main__`` cannot be
+    loaded by a worker: ``processes`` refuses both before starting a worker, and ``auto``
+    runs them in threads of the caller."""
+
+    def local(params, support_x, support_y, query_x, query_y):
+        return _in_caller(params, support_x, support_y, query_x, query_y)
+
+    def scripted(params, support_x, support_y, query_x, query_y):
+        return _in_caller(params, support_x, support_y, query_x, query_y)
+
+    scripted.__module__ = "__main__"
+    w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    for objective, reason in ((local, "Can't pickle local object"), (scripted, "defined in __main__")):
+        with pytest.raises(MetakitError, match=reason):
+            _processes(objective, _labelled_batch(4))
+        w.grad = None
+        loss, metrics = mapped_meta_loss(
+            objective, {"w": w}, _labelled_batch(4), "auto", lambda o=objective: o
+        )
+        loss.backward()
+        assert torch.equal(w.grad, torch.full((2,), sum(t**2 for t in range(4)) / 4, dtype=torch.float64))
+        assert metrics["in_caller"].item() == 1.0
 
 
 def test_processes_run_on_the_cpu_only(three_torch_threads):

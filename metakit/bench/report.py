@@ -39,7 +39,7 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
         "mapping is itself tested against independent references in `tests/test_maml_gradients.py`). "
         "GFLOP/s counts convolutions and the head (forward, backward, second-order terms; "
         "`metakit/bench/flops.py`). Ratios are this row over second-order metakit with the task mapping "
-        "that `auto` picks for images on this machine (threads on a CPU with more than one torch thread, "
+        "that `auto` picks for images on this machine (processes on a CPU with more than one torch thread, "
         "vmap on CUDA), tasks grouped as `tasks_per_forward=0` chooses (`metakit-threads-1`: one task per "
         "forward; the loop rows too; `metakit-vmap-8`: chunks of 8 tasks through vmap, the others all "
         "tasks at once). Peers run the conv4 "
@@ -49,7 +49,7 @@ def format_report(suite: SuiteResult, settings: SpeedSettings, date: datetime.da
         "metakit's `auto` mapping with the meta-loss under bfloat16 autocast (`--precision bf16` of "
         "`metakit train`); the float64 gate does not see the autocast, so it checks the algorithm only, "
         "and `metakit bench omniglot --precision bf16` measures what the precision costs in accuracy. "
-        "`metakit-processes` splits the tasks as the threads mapping does, over worker processes instead "
+        "`metakit-processes` splits the tasks as `metakit-threads` does, over worker processes instead "
         "of threads (`task_mapping=processes`); its peak RSS is the sum of its processes' peaks, which "
         "counts the libraries they share once per process.",
         "",
@@ -94,12 +94,12 @@ def _config_table(config: SpeedConfig, rows: list[RowResult], matmul: float, mac
 
 def _baseline(rows: list[RowResult], machine: dict) -> RowResult | None:
     """The second-order metakit row that ``task_mapping="auto"`` runs for image tasks on
-    this machine (vmap on CUDA; on the CPU threads, or a loop with one torch thread), if
+    this machine (vmap on CUDA; on the CPU processes, or a loop with one torch thread), if
     it was timed."""
     if machine["device"] != "cpu":
         name = "metakit-vmap"
     else:
-        name = "metakit-threads" if machine["threads"] > 1 else "metakit-loop"
+        name = "metakit-processes" if machine["threads"] > 1 else "metakit-loop"
     return next((r for r in rows if r.row == name and r.status == "ok"), None)
 
 
@@ -148,12 +148,6 @@ def _summary(rows: list[RowResult], baseline: RowResult | None) -> list[str]:
             f"metakit in {ROWS[row.row].precision} autocast ({row.row}) {row.median_ms:.1f} ms: "
             f"peer / metakit time {fastest.median_ms / row.median_ms:.2f}; "
             f"peak RSS {row.peak_rss_bytes / MB:.0f} MB."
-        )
-    for row in (r for r in timed if r.row == "metakit-processes"):
-        lines.append(
-            f"metakit with worker processes ({row.row}) {row.median_ms:.1f} ms: "
-            f"peer / metakit time {fastest.median_ms / row.median_ms:.2f}; "
-            f"peak RSS {row.peak_rss_bytes / MB:.0f} MB (its processes' peaks summed)."
         )
     for row in (r for r in timed if ROWS[r.row].role == "diagnostic"):
         lines.append(
