@@ -48,7 +48,7 @@ def resolve_mapping(mapping: str, batch: TaskBatch) -> Literal["loop", "threads"
     slower for conv4 and needed several times the memory, it is ``processes`` when torch
     may use more than one thread (``threads`` for an objective that cannot be pickled for
     worker processes: see ``mapped_meta_loss``), else ``loop``. On a 2-core CPU processes
-    were 1.02-1.12x as fast as threads in the speed suite, for about 1.4x the peak RSS."""
+    were 1.01-1.12x as fast as threads in the speed suite, for 1.07-1.48x the peak RSS."""
     check_mapping(mapping)
     if mapping == "auto":
         on_cpu = batch.support_x.device.type == "cpu"
