@@ -16,6 +16,7 @@ stays ``loss.backward(); optimizer.step()``.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
@@ -46,16 +47,19 @@ def resolve_mapping(mapping: str, batch: TaskBatch) -> Literal["loop", "threads"
     inputs on the CPU (small models, where per-task overhead dominates: vmap was 12x
     faster for the sinusoid MLP). For images on the CPU, where vmap was measured 2-3x
     slower for conv4 and needed several times the memory, it is ``processes`` when torch
-    may use more than one thread (``threads`` for an objective that cannot be pickled for
-    worker processes: see ``mapped_meta_loss``), else ``loop``. On a 2-core CPU processes
-    were 1.01-1.12x as fast as threads in the speed suite, for 1.07-1.48x the peak RSS."""
+    may use more than one thread (``threads`` off POSIX systems, and for an objective that
+    cannot be pickled for worker processes: see ``mapped_meta_loss``), else ``loop``. On
+    a 2-core CPU processes were 1.01-1.12x as fast as threads in the speed suite, for
+    1.07-1.48x the peak RSS."""
     check_mapping(mapping)
     if mapping == "auto":
         on_cpu = batch.support_x.device.type == "cpu"
         images = batch.support_x.dim() > 3
         if not (on_cpu and images):
             return "vmap"
-        return "processes" if torch.get_num_threads() > 1 and batch.num_tasks > 1 else "loop"
+        if torch.get_num_threads() == 1 or batch.num_tasks == 1:
+            return "loop"
+        return "processes" if os.name == "posix" else "threads"
     return mapping  # type: ignore[return-value]
 
 
@@ -190,6 +194,8 @@ def _in_processes(
     where the objective cannot be pickled for them."""
     if batch.support_x.device.type != "cpu":
         raise MetakitError("task_mapping=processes runs on the CPU; use vmap (or auto) on an accelerator")
+    if os.name != "posix":
+        raise MetakitError("task_mapping=processes needs a POSIX system (Linux, macOS); use threads")
     torch_threads = torch.get_num_threads()
     workers = min(torch_threads, batch.num_tasks)
     calls = task_groups(batch.num_tasks, tasks_per_call, workers)

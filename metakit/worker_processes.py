@@ -9,7 +9,8 @@ every class and function in a call must be importable by the worker, so none may
 from a script's ``__main__`` (``payload()`` raises ``CannotSend`` before anything starts).
 
 Workers are started with ``subprocess`` rather than ``multiprocessing`` so that a user's
-script is never imported again in a worker; they ignore SIGINT (the caller decides what
+script is never imported again in a worker (on POSIX systems: they inherit the pipes by
+descriptor); they ignore SIGINT (the caller decides what
 an interrupt means) and exit when their input pipe closes, so they end with the caller
 even when it is killed.
 """
@@ -20,7 +21,6 @@ import atexit
 import io
 import os
 import pickle
-import resource
 import signal
 import struct
 import subprocess
@@ -183,6 +183,8 @@ def _close_pool() -> None:
 
 def serve() -> None:
     """A worker's loop, on the pipes whose descriptors are ``sys.argv[1:3]``."""
+    import resource  # POSIX only, like the workers: importing metakit must work on any system
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     reader, writer = open(int(sys.argv[1]), "rb"), open(int(sys.argv[2]), "wb")

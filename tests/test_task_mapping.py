@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from metakit import MetakitError, TaskBatch, worker_processes
+from metakit import MetakitError, TaskBatch, task_mapping, worker_processes
 from metakit.task_mapping import mapped_meta_loss, resolve_mapping, task_groups
 
 
@@ -260,6 +260,13 @@ def test_auto_runs_threads_for_an_objective_that_processes_cannot_send(three_tor
         loss.backward()
         assert torch.equal(w.grad, torch.full((2,), sum(t**2 for t in range(4)) / 4, dtype=torch.float64))
         assert metrics["in_caller"].item() == 1.0
+
+
+def test_off_posix_auto_is_threads_and_processes_are_refused(three_torch_threads, monkeypatch):
+    monkeypatch.setattr(task_mapping.os, "name", "nt")
+    assert resolve_mapping("auto", _batch(4)) == "threads"
+    with pytest.raises(MetakitError, match="needs a POSIX system"):
+        _processes(_in_caller, _labelled_batch(4))
 
 
 def test_processes_run_on_the_cpu_only(three_torch_threads):
