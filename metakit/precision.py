@@ -34,6 +34,16 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
+def autocast_state(device_type: str) -> dict:
+    """The caller's autocast settings on ``device_type`` as ``torch.autocast`` keywords: torch
+    keeps them per thread, so a worker thread or process must enter them again."""
+    return dict(
+        device_type=device_type,
+        dtype=torch.get_autocast_dtype(device_type),
+        enabled=torch.is_autocast_enabled(device_type),
+    )
+
+
 def warn_if_emulated(precision: str, device: torch.device | str) -> None:
     """Warn when ``bf16`` is asked of a CPU on which oneDNN has no native bfloat16."""
     if precision == "bf16" and torch.device(device).type == "cpu" and not native_cpu_bf16():

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from metakit import worker_processes
 from metakit.errors import MetakitError
+from metakit.precision import autocast_state
 from metakit.task_batch import TaskBatch
 
 Metrics = dict[str, Tensor]
@@ -150,9 +151,7 @@ def _threaded(
         return _looped(objective, params, batch, tasks_per_call)
     torch_threads = torch.get_num_threads()
     device = batch.support_x.device.type
-    autocast = dict(  # entered once per thread: an autocast object keeps per-entry state
-        device_type=device, dtype=torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device)
-    )
+    autocast = autocast_state(device)  # entered once per thread: an autocast object keeps per-entry state
     workers = min(torch_threads, batch.num_tasks)
     objectives = [objective] + [replicate() for _ in range(workers - 1)]
     calls = task_groups(batch.num_tasks, tasks_per_call, workers)
@@ -189,8 +188,8 @@ def _in_processes(
     place of its extra threads: each has an interpreter of its own, so no two workers
     take turns on one GIL between small operators. The same calls, sums and order as
     ``threads``, so the same result; it costs a second torch in memory per worker, and
-    per meta-iteration a pickled copy of the objective per worker and of the batch's
-    tasks (each worker gets its own). Raises ``CannotSend`` before any worker starts
+    per meta-iteration one pickled copy of the objective and the meta-parameters for all
+    workers and, for each, its own tasks. Raises ``CannotSend`` before any worker starts
     where the objective cannot be pickled for them."""
     if batch.support_x.device.type != "cpu":
         raise MetakitError("task_mapping=processes runs on the CPU; use vmap (or auto) on an accelerator")
@@ -198,14 +197,14 @@ def _in_processes(
         raise MetakitError("task_mapping=processes needs a POSIX system (Linux, macOS); use threads")
     torch_threads = torch.get_num_threads()
     workers = min(torch_threads, batch.num_tasks)
+    if workers == 1:
+        return _looped(objective, params, batch, tasks_per_call)
     calls = task_groups(batch.num_tasks, tasks_per_call, workers)
     leaves = _leaves(params)
-    if workers == 1:
-        return _mean(leaves, [_accumulate(objective, leaves, batch, calls)], batch.num_tasks)
     shares = [_share(batch, calls[w::workers]) for w in range(1, workers)]
-    payloads = [worker_processes.payload(_accumulate, (objective, leaves, *share)) for share in shares]
+    messages = worker_processes.payloads(_accumulate, (objective, leaves), shares)
     helpers = worker_processes.pool(workers - 1)
-    helpers.run(payloads)
+    helpers.run(messages)
     torch.set_num_threads(1)
     try:
         mine = _accumulate(objective, leaves, batch, calls[0::workers])
@@ -219,13 +218,15 @@ def _in_processes(
 
 def _share(batch: TaskBatch, calls: Sequence[int | slice]) -> tuple[TaskBatch, list[int | slice]]:
     """The tasks of ``calls`` as a batch of their own, and ``calls`` renumbered into it."""
-    tasks = [range(batch.num_tasks)[call] if isinstance(call, slice) else [call] for call in calls]
-    index = torch.tensor([task for group in tasks for task in group], dtype=torch.long)
-    starts = [sum(len(group) for group in tasks[:i]) for i in range(len(tasks))]
-    renumbered = [
-        slice(start, start + len(group)) if isinstance(call, slice) else start
-        for call, group, start in zip(calls, tasks, starts)
-    ]
+    tasks: list[int] = []
+    renumbered: list[int | slice] = []
+    for call in calls:
+        group = range(batch.num_tasks)[call] if isinstance(call, slice) else [call]
+        renumbered.append(
+            slice(len(tasks), len(tasks) + len(group)) if isinstance(call, slice) else len(tasks)
+        )
+        tasks.extend(group)
+    index = torch.tensor(tasks, dtype=torch.long)
     return TaskBatch(*(t[index] for t in batch.tensors())), renumbered
 
 

@@ -1,18 +1,18 @@
 """Python worker processes that run functions for the ``processes`` task mapping.
 
-A worker is a Python interpreter running ``serve()`` on two pipes: it reads a pickled
-``(function, args, autocast)`` (``payload()``), runs ``function(*args)`` on one torch
-thread under that autocast state and writes back the pickled result (or the exception it
-raised) with the worker's peak RSS. Functions and their arguments cross by plain pickle
-(tensors by value): nothing is moved into shared memory behind the caller's back, and
-every class and function in a call must be importable by the worker, so none may come
-from a script's ``__main__`` (``payload()`` raises ``CannotSend`` before anything starts).
+A worker is a Python interpreter running ``serve()`` on two pipes: it reads a call
+(``payloads()``: a pickled ``(function, shared, autocast)`` and a pickled ``own``), runs
+``function(*shared, *own)`` on one torch thread under that autocast state and writes
+back the pickled result (or the exception it raised) with the worker's peak RSS.
+Functions and their arguments cross by plain pickle (tensors by value): nothing is moved
+into shared memory behind the caller's back, and every class and function in a call must
+be importable by the worker, so none may come from a script's ``__main__``
+(``payloads()`` raises ``CannotSend`` before anything starts).
 
 Workers are started with ``subprocess`` rather than ``multiprocessing`` so that a user's
 script is never imported again in a worker (on POSIX systems: they inherit the pipes by
-descriptor); they ignore SIGINT (the caller decides what
-an interrupt means) and exit when their input pipe closes, so they end with the caller
-even when it is killed.
+descriptor); they ignore SIGINT (the caller decides what an interrupt means) and exit
+when their input pipe closes, so they end with the caller even when it is killed.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from typing import Any, BinaryIO
 import torch
 
 from metakit.errors import MetakitError
+from metakit.precision import autocast_state
 
 _HEADER = struct.Struct("<Q")
+_ADVICE = "define the algorithm in an importable module, or use task_mapping=threads"
 
 
 class CannotSend(MetakitError):
@@ -49,16 +51,20 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def payload(function: Callable[..., Any], args: tuple) -> bytes:
-    """``function(*args)`` pickled for a worker, with the caller's CPU autocast state."""
-    autocast = dict(dtype=torch.get_autocast_dtype("cpu"), enabled=torch.is_autocast_enabled("cpu"))
+def payloads(function: Callable[..., Any], shared: tuple, each: list[tuple]) -> list[tuple[bytes, bytes]]:
+    """The calls ``function(*shared, *own)``, one per ``own`` in ``each``, pickled for the
+    workers: ``function``, ``shared`` and the caller's CPU autocast state once for all."""
+    common = _dumps((function, shared, autocast_state("cpu")))
+    return [(common, _dumps(own)) for own in each]
+
+
+def _dumps(obj: Any) -> bytes:
     buffer = io.BytesIO()
     try:
-        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump((function, args, autocast))
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
     except (pickle.PicklingError, AttributeError, TypeError) as error:
         raise CannotSend(
-            f"task_mapping=processes cannot send this objective to a worker process ({error}); "
-            "define the algorithm in an importable module, or use task_mapping=threads"
+            f"task_mapping=processes cannot send this objective to a worker process ({error}); {_ADVICE}"
         ) from None
     return buffer.getvalue()
 
@@ -81,8 +87,8 @@ def _receive(stream: BinaryIO) -> bytes:
 
 
 class WorkerPool:
-    """``count`` worker processes. ``run(payloads)`` sends ``payloads[i]`` (from
-    ``payload()``) to worker ``i``; ``results()`` returns their results in that order,
+    """``count`` worker processes. ``run(calls)`` sends ``calls[i]`` (from ``payloads()``)
+    to worker ``i``; ``results()`` returns their results in that order,
     raising the first worker's exception if any raised. After any failure, or an interrupt
     between the two, the pool is closed: its workers' state is unknown."""
 
@@ -110,11 +116,12 @@ class WorkerPool:
         os.close(worker_out)
         return process, open(to_worker, "wb"), open(from_worker, "rb")
 
-    def run(self, payloads: list[bytes]) -> None:
+    def run(self, calls: list[tuple[bytes, bytes]]) -> None:
         try:
-            for data, (process, to_worker, _) in zip(payloads, self.workers):
+            for (common, own), (process, to_worker, _) in zip(calls, self.workers):
                 try:
-                    _send(to_worker, data)
+                    _send(to_worker, common)
+                    _send(to_worker, own)
                 except BrokenPipeError:
                     raise _exited(process) from None
         except BaseException:
@@ -190,13 +197,13 @@ def serve() -> None:
     reader, writer = open(int(sys.argv[1]), "rb"), open(int(sys.argv[2]), "wb")
     while True:
         try:
-            data = _receive(reader)
+            common, own = _receive(reader), _receive(reader)
         except EOFError:
             return
         try:
-            function, args, autocast = _load_call(data)
-            with torch.autocast("cpu", **autocast):
-                reply = (True, function(*args))
+            function, shared, autocast = _load_call(common)
+            with torch.autocast(**autocast):
+                reply = (True, function(*shared, *_load_call(own)))
         except Exception as error:  # raised again in the caller
             reply = (False, error)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -207,11 +214,10 @@ def serve() -> None:
         _send(writer, data)
 
 
-def _load_call(data: bytes) -> tuple[Callable[..., Any], tuple, dict[str, Any]]:
+def _load_call(data: bytes) -> Any:
     try:
         return pickle.loads(data)
     except (AttributeError, ImportError) as error:
         raise MetakitError(
-            f"task_mapping=processes: a worker process cannot load the objective ({error}); "
-            "define the algorithm in an importable module, or use task_mapping=threads"
+            f"task_mapping=processes: a worker process cannot load the objective ({error}); {_ADVICE}"
         ) from None

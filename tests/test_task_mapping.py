@@ -212,7 +212,7 @@ def test_a_dead_worker_process_is_a_one_line_error_and_the_next_batch_starts_a_n
     _processes(_in_caller, _labelled_batch(4))
     for worker in (0, 1):  # killed while idle, then while it computes
         if worker == 1:
-            worker_processes.pool(2).run([worker_processes.payload(time.sleep, (t,)) for t in (0, 60)])
+            worker_processes.pool(2).run(worker_processes.payloads(time.sleep, (), [(0,), (60,)]))
         worker_processes.pool(2).workers[worker][0].kill()
         with pytest.raises(MetakitError, match=r"a task worker process exited \(code -9\)"):
             _processes(_in_caller, _labelled_batch(4)) if worker == 0 else worker_processes.pool(2).results()
